@@ -1,0 +1,1 @@
+"""isam2: a frozen SAM2 turned into a video semantic segmentor (I-SAM2)."""
