@@ -1,0 +1,307 @@
+"""Building a MaskletStore: run the masklet source over a split's videos (1 process, DDP or torchrun), resumably.
+
+Distributed protocol (the store folder is the shared state, so it must be on a file system every rank sees):
+rank 0 checks/prepares the folder and broadcasts the outcome; each rank extracts its whole videos
+(`shard_indices`, no padding) and writes their shards; every rank waits until all shards exist (polling
+the folder, not a collective, so a slow rank never trips a collective timeout); rank 0 finalises; the
+others wait for manifest.json; a final barrier; every rank opens the store. A failing rank leaves
+`errors/rank<r>.txt`, which makes the waiting ranks stop with its message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import traceback
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from isam2.data.sharding import rank_and_world, shard_indices
+from isam2.errors import ISAM2Error
+from isam2.masklets.store import (
+    SHARD_ARRAYS,
+    MaskletStore,
+    VideoShard,
+    config_hash,
+    done_videos,
+    finalize_store,
+    paint_id_map,
+    prepare_folder,
+    store_folder,
+    store_identity,
+    write_json,
+    write_video_shard,
+)
+from isam2.masklets.targets import masklet_targets
+
+POLL_SECONDS = 0.5
+
+
+def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
+    """All masklets of one video: rows in frame order (empty masklets dropped), targets, per-frame id maps."""
+    frames = video.load_frames()
+    gt = video.load_masks() if video.masks is not None else None
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_ARRAYS}
+    id_maps: list[np.ndarray] = []
+    first_row = 0
+    for t, fm in enumerate(source.video(frames, gt)):
+        masks = np.asarray(fm.masks, dtype=bool)
+        area = masks.reshape(len(masks), -1).sum(axis=1).astype(np.int64)
+        keep = area > 0
+        masks, area = masks[keep], area[keep]
+        scores = np.asarray(fm.scores, dtype=np.float32)[keep]
+        features = np.asarray(fm.features, dtype=np.float32)[keep].astype(np.float16)
+        if masks.shape[1:] != frames.shape[1:3]:
+            raise ISAM2Error(
+                f"video {video.id!r} frame {t}: masklets are {masks.shape[1:]}, the frame is {frames.shape[1:3]}"
+            )
+        if not np.isfinite(features).all():
+            raise ISAM2Error(f"video {video.id!r} frame {t}: masklet features are not finite in fp16")
+        targets = masklet_targets(masks, None if gt is None else gt[t])
+        n = len(masks)
+        parts["features"].append(features)
+        parts["frame"].append(np.full(n, t, np.int32))
+        parts["track"].append(np.asarray(fm.tracks, dtype=np.int64)[keep])
+        parts["area"].append(area)
+        parts["score"].append(scores)
+        parts["label"].append(targets.label)
+        parts["purity"].append(targets.purity)
+        parts["valid"].append(targets.valid)
+        id_maps.append(paint_id_map(masks, scores, first_row))
+        first_row += n
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(masklets_per_frame=f"{n}")
+    if len(id_maps) != len(frames):
+        raise ISAM2Error(
+            f"the masklet source gave {len(id_maps)} frames for video {video.id!r} of {len(frames)} frames"
+        )
+    return VideoShard(rows={k: np.concatenate(v) for k, v in parts.items()}, id_maps=id_maps)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("isam2", "torch", "sam2", "numpy", "lightning"):
+        try:
+            out[pkg] = importlib_metadata.version(pkg)
+        except importlib_metadata.PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
+    from hydra.utils import instantiate
+    from isam2.masklets.generator import build_masklet_source
+
+    backbone = instantiate(cfg.sam2)
+    write_json(
+        path / "backbone.json", {"metadata": backbone.metadata(), "feature_dim": int(backbone.feature_dim)}
+    )
+    return backbone, build_masklet_source(cfg.masklets, backbone)
+
+
+# ----------------------------------------------------------------------------- process coordination
+
+
+def _broadcast_from_zero(value: Any) -> Any:
+    if dist.is_available() and dist.is_initialized():
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _raise_peer_errors(path: Path) -> None:
+    for file in sorted((path / "errors").glob("rank*.txt")):
+        raise ISAM2Error(f"extraction failed on another rank ({file}): {file.read_text().strip()}")
+
+
+def _wait_for(path: Path, ready: Any) -> None:
+    """Poll the store folder until `ready()`; stop if a rank reported an error."""
+    while not ready():
+        _raise_peer_errors(path)
+        time.sleep(POLL_SECONDS)
+
+
+def _launcher_fabric(trainer_cfg: DictConfig) -> Any | None:
+    """A Lightning Fabric for cfg.trainer when it asks for several processes, else None."""
+    devices = trainer_cfg.get("devices", 1)
+    num_nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    if num_nodes == 1 and str(devices) in ("1", "[0]", "None"):
+        return None
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=trainer_cfg.get("strategy", "auto"),
+    )
+    return fabric if fabric.world_size > 1 else None
+
+
+# ---------------------------------------------------------------------------------------- building
+
+
+def ensure_store(cfg: DictConfig, split: str, force: bool = False, progress: bool = True) -> MaskletStore:
+    """The store of (cfg.data, split, cfg.sam2, cfg.masklets) under cfg.paths.store_dir, built if missing.
+
+    In an initialised process group (e.g. inside a DDP run) the ranks share the work; otherwise, when
+    cfg.trainer asks for several devices, Lightning Fabric launches the ranks; else one process.
+    """
+    identity = store_identity(cfg, split)
+    path = store_folder(cfg.paths.store_dir, identity)
+    in_group = dist.is_available() and dist.is_initialized()
+    if not in_group and (force or not (path / "manifest.json").is_file()):
+        fabric = _launcher_fabric(cfg.trainer)
+        if fabric is not None:
+            fabric.launch()  # re-runs this command for the other ranks (Lightning's script launcher)
+    return _ensure_in_group(cfg, split, identity, path, force, progress)
+
+
+def _ensure_in_group(
+    cfg: DictConfig, split: str, identity: dict[str, Any], path: Path, force: bool, progress: bool
+) -> MaskletStore:
+    from isam2.data import open_split
+
+    rank, world = rank_and_world()
+    expected = config_hash(identity)
+    dataset = open_split(cfg.data, split)
+    video_ids = [v.id for v in dataset.videos]
+
+    # Rank 0 decides (open as is / build) and prepares the folder; the others follow its outcome.
+    outcome: tuple[str, str] = ("build", "")
+    if rank == 0:
+        try:
+            if not force and (path / "manifest.json").is_file():
+                opened = MaskletStore(path, expected_hash=expected)
+                _check_videos(opened, video_ids)
+                outcome = ("open", "")
+            else:
+                prepare_folder(path, identity, force)
+                (path / "errors").mkdir(exist_ok=True)
+                for stale in (path / "errors").glob("*"):
+                    stale.unlink()
+        except ISAM2Error as e:
+            outcome = ("error", str(e))
+    outcome = _broadcast_from_zero(outcome)
+    if outcome[0] == "error":
+        raise ISAM2Error(outcome[1])
+    if outcome[0] == "open":
+        return opened if rank == 0 else MaskletStore(path, expected_hash=expected)
+
+    try:
+        _extract_mine(cfg, split, dataset, path, rank, world, progress)
+        _wait_for(path, lambda: done_videos(path) >= set(video_ids))
+        if rank == 0:
+            finalize_store(
+                path, video_ids, _manifest(cfg, split, identity, expected, path), _feature_dim(cfg, path)
+            )
+        else:
+            _wait_for(path, lambda: (path / "manifest.json").is_file())
+    except BaseException as e:
+        if world > 1:  # tell the ranks that wait on this one's shards, rather than leave them polling
+            with contextlib.suppress(OSError):
+                (path / "errors" / f"rank{rank}.txt").write_text(
+                    f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+                )
+        raise
+    _barrier()
+    return MaskletStore(path, expected_hash=expected)
+
+
+def _extract_mine(
+    cfg: DictConfig, split: str, dataset: Any, path: Path, rank: int, world: int, progress: bool
+) -> None:
+    from tqdm import tqdm
+
+    sizes = [len(v) for v in dataset.videos]
+    done = done_videos(path)
+    todo = [i for i in shard_indices(sizes, rank, world) if dataset.videos[i].id not in done]
+    if not todo:
+        return
+    _, source = _build_backbone_and_source(cfg, path)
+    desc = f"extract {dataset.name}/{split}" + (f" rank {rank}/{world}" if world > 1 else "")
+    with tqdm(
+        total=sum(sizes[i] for i in todo), desc=desc, unit="frame", disable=not progress, position=rank
+    ) as bar:
+        for i in todo:
+            video = dataset.videos[i]
+            write_video_shard(path, video.id, extract_video(source, video, bar))
+
+
+def _feature_dim(cfg: DictConfig, path: Path) -> int:
+    return int(_backbone_record(cfg, path)["feature_dim"])
+
+
+def _backbone_record(cfg: DictConfig, path: Path) -> dict[str, Any]:
+    """What the ranks that extracted recorded about the backbone; rebuilt if every shard predates this run."""
+    file = path / "backbone.json"
+    if not file.is_file():
+        _build_backbone_and_source(cfg, path)
+    return json.loads(file.read_text())
+
+
+def _manifest(
+    cfg: DictConfig, split: str, identity: dict[str, Any], expected: str, path: Path
+) -> dict[str, Any]:
+    return {
+        "config_hash": expected,
+        "identity": identity,
+        "dataset": {"name": str(cfg.data.name), "root": identity["data"]["root"]},
+        "split": split,
+        "sam2": OmegaConf.to_container(cfg.sam2, resolve=True),
+        "backbone": _backbone_record(cfg, path)["metadata"],
+        "masklets": OmegaConf.to_container(cfg.masklets, resolve=True),
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _check_videos(store: MaskletStore, video_ids: list[str]) -> None:
+    if store.videos() != video_ids:
+        raise ISAM2Error(
+            f"masklet store {store.path} lists {len(store.videos())} videos but the split file now lists "
+            f"{len(video_ids)} (or another order); pass force=true to rebuild it"
+        )
+
+
+# ----------------------------------------------------------------------------------------- summary
+
+
+def summarize(store: MaskletStore) -> dict[str, float]:
+    """Videos, frames, masklets, mean masklets/frame, mean frame coverage, mean purity of targeted masklets."""
+    videos = store.manifest["videos"]
+    frames = sum(v["frames"] for v in videos)
+    coverage = sum(v["covered_pixels"] / max(1, v["height"] * v["width"]) for v in videos)
+    targeted = np.asarray(store.label) != 255
+    return {
+        "videos": len(videos),
+        "frames": frames,
+        "masklets": len(store),
+        "masklets_per_frame": len(store) / max(1, frames),
+        "coverage": coverage / max(1, frames),
+        "purity": float(np.asarray(store.purity)[targeted].mean()) if targeted.any() else float("nan"),
+    }
+
+
+def format_summary(summary: dict[str, float]) -> str:
+    return (
+        f"videos: {summary['videos']}  frames: {summary['frames']}  masklets: {summary['masklets']}\n"
+        f"masklets/frame: {summary['masklets_per_frame']:.1f}  coverage: {100 * summary['coverage']:.1f}%  "
+        f"purity: {100 * summary['purity']:.1f}%"
+    )
+
+
+__all__ = ["ensure_store", "extract_video", "format_summary", "summarize"]

@@ -1,0 +1,409 @@
+"""MaskletStore: the on-disk, memory-mapped cache of masklet vectors, targets and per-frame id maps, and its writer.
+
+Layout of one store (one folder per dataset, split and config hash, `<store_dir>/<dataset>-<split>-<hash12>/`):
+
+    identity.json          the identity-relevant config and its hash (written when the build starts)
+    backbone.json          SAM2Backbone.metadata() of the build
+    videos/<video>.npz     per-video row shard (removed after finalising); its presence = the video is done
+    idmaps/<video>.npz     per-frame id maps of the video, compressed: key str(t) -> [H,W] int16/int32 LOCAL
+                           row index (row within the video, -1 = no masklet); written before the row shard
+    features.npy [N,d] fp16, video.npy i32, frame.npy i32, track.npy i64, area.npy i64, score.npy f32,
+    label.npy u8, purity.npy f32, valid.npy i64     contiguous rows in split-file video order
+    manifest.json          written LAST: its presence = the store is complete
+
+Every file is written to a temporary name and renamed, so a killed build resumes with no lost or
+duplicated rows: videos whose shard exists are skipped, the others are extracted again.
+
+Overlap rule of the id maps: a pixel covered by several masklets of a frame shows the one with the
+higher predicted IoU (`score`); on equal scores the later row (larger row index) is on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from isam2.errors import ISAM2Error
+
+FORMAT_VERSION = 1
+# Per-masklet arrays and their dtypes; `features` is [N, d], the others [N].
+ROW_DTYPES: dict[str, type] = {
+    "features": np.float16,
+    "video": np.int32,
+    "frame": np.int32,
+    "track": np.int64,
+    "area": np.int64,
+    "score": np.float32,
+    "label": np.uint8,
+    "purity": np.float32,
+    "valid": np.int64,
+}
+SHARD_ARRAYS = tuple(k for k in ROW_DTYPES if k != "video")  # `video` is implied by the shard's file
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
+_SAM2_NOT_IDENTITY = ("device",)  # where SAM2 runs does not change what the store means
+
+
+class StoreMismatchError(ISAM2Error):
+    """A store folder was built from a different config than the one asking for it."""
+
+
+# ----------------------------------------------------------------------------------------- identity
+
+
+def checkpoint_sha256(checkpoint: str | os.PathLike | None) -> str:
+    """sha256 of a checkpoint file's bytes, or "random" for random weights (checkpoint=null)."""
+    if checkpoint is None:
+        return "random"
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ISAM2Error(f"sam2.checkpoint not found: {path}")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
+    """The config that decides a store's content: data name+root+split, sam2 (checkpoint by sha256), masklets."""
+    sam2 = OmegaConf.to_container(cfg.sam2, resolve=True)
+    for key in _SAM2_NOT_IDENTITY:
+        sam2.pop(key, None)
+    sam2["checkpoint"] = checkpoint_sha256(sam2.get("checkpoint"))
+    return {
+        "data": {
+            "name": str(cfg.data.name),
+            "root": str(Path(cfg.data.root).expanduser().resolve()),
+            "split": split,
+        },
+        "sam2": sam2,
+        "masklets": OmegaConf.to_container(cfg.masklets, resolve=True),
+    }
+
+
+def config_hash(identity: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of `identity`."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def store_folder(store_dir: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """`<store_dir>/<dataset>-<split>-<hash12>`, absolute."""
+    name = f"{identity['data']['name']}-{identity['data']['split']}-{config_hash(identity)[:12]}"
+    return Path(store_dir).expanduser().resolve() / name
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _check_video_id(video_id: str) -> str:
+    if not _SAFE_ID.fullmatch(video_id):
+        raise ISAM2Error(
+            f"video id {video_id!r} cannot name a store file (allowed: letters, digits, _ . + -)"
+        )
+    return video_id
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[IO[bytes]]:
+    """Open a temporary sibling of `path` for writing; rename it onto `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write `obj` as indented JSON."""
+    with atomic_file(path) as f:
+        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """[H,W] int64: for each pixel the row (`first_row + i`) of the masklet on top, -1 where none covers it.
+
+    Overlap rule: higher score on top; equal scores -> larger row on top. Vectorised: sort the masks
+    top-first (descending (score, row)) and take, per pixel, the first mask that covers it.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[0]
+    if n == 0:
+        return np.full(masks.shape[1:], -1, np.int64)
+    top_first = np.lexsort((np.arange(n), np.asarray(scores)))[::-1]
+    stacked = masks[top_first]
+    winner = stacked.argmax(axis=0)
+    covered = stacked.any(axis=0)
+    return np.where(covered, top_first[winner] + first_row, -1).astype(np.int64)
+
+
+@dataclass
+class VideoShard:
+    """One video's rows (arrays of SHARD_ARRAYS, row order = frame order) and its per-frame local id maps."""
+
+    rows: dict[str, np.ndarray]
+    id_maps: list[np.ndarray]  # per frame [H,W], local row index or -1
+
+    def __post_init__(self) -> None:
+        n = len(self.rows["frame"])
+        for key in SHARD_ARRAYS:
+            if len(self.rows[key]) != n:
+                raise ISAM2Error(f"shard array {key!r} has {len(self.rows[key])} rows, expected {n}")
+
+
+def done_videos(path: Path) -> set[str]:
+    """Ids of the videos whose row shard is complete in the store folder `path`."""
+    shard_dir = Path(path) / "videos"
+    if not shard_dir.is_dir():
+        return set()
+    return {p.stem for p in shard_dir.glob("*.npz") if not p.name.startswith(".")}
+
+
+def write_video_shard(path: Path, video_id: str, shard: VideoShard) -> None:
+    """Write a video's id maps, then its row shard (the shard's presence marks the video done)."""
+    video_id = _check_video_id(video_id)
+    n = len(shard.rows["frame"])
+    map_dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
+    with atomic_file(Path(path) / "idmaps" / f"{video_id}.npz") as f:
+        np.savez_compressed(f, **{str(t): m.astype(map_dtype) for t, m in enumerate(shard.id_maps)})
+    covered = np.array([int((m >= 0).sum()) for m in shard.id_maps], np.int64)
+    size = np.array(shard.id_maps[0].shape if shard.id_maps else (0, 0), np.int64)
+    with atomic_file(Path(path) / "videos" / f"{video_id}.npz") as f:
+        np.savez(
+            f,
+            covered=covered,
+            size=size,
+            **{k: np.asarray(shard.rows[k], dtype=ROW_DTYPES[k]) for k in SHARD_ARRAYS},
+        )
+
+
+def remove_temp_files(path: Path) -> None:
+    """Delete temporary files that a killed writer left behind."""
+    for tmp in Path(path).rglob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], feature_dim: int) -> None:
+    """Concatenate the row shards of `video_ids` (in this order) into contiguous .npy arrays, write
+    manifest.json last (with the videos, N and dim added), then drop the row shards."""
+    path = Path(path)
+    missing = [v for v in video_ids if not (path / "videos" / f"{v}.npz").is_file()]
+    if missing:
+        raise ISAM2Error(
+            f"cannot finalise {path}: {len(missing)} videos have no shard yet, e.g. {missing[0]!r}"
+        )
+    shards = [np.load(path / "videos" / f"{v}.npz") for v in video_ids]
+    counts = [len(s["frame"]) for s in shards]
+    total = int(sum(counts))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+    for key, dtype in ROW_DTYPES.items():
+        shape = (total, feature_dim) if key == "features" else (total,)
+        with atomic_file(path / f"{key}.npy") as f:
+            # Stream the rows (features may not fit in memory): header, then each shard's bytes.
+            np.lib.format.write_array_header_1_0(
+                f,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    "fortran_order": False,
+                    "shape": shape,
+                },
+            )
+            for i, shard in enumerate(shards):
+                block = np.full(counts[i], i, dtype) if key == "video" else shard[key].astype(dtype)
+                if key == "features" and block.shape[1:] != (feature_dim,):
+                    raise ISAM2Error(
+                        f"{path}/videos/{video_ids[i]}.npz has features {block.shape}, expected dim {feature_dim}"
+                    )
+                f.write(np.ascontiguousarray(block).tobytes())
+    videos = [
+        {
+            "id": vid,
+            "frames": len(shard["covered"]),
+            "height": int(shard["size"][0]),
+            "width": int(shard["size"][1]),
+            "start": int(starts[i]),
+            "stop": int(starts[i + 1]),
+            "covered_pixels": int(shard["covered"].sum()),
+        }
+        for i, (vid, shard) in enumerate(zip(video_ids, shards))
+    ]
+    for shard in shards:
+        shard.close()
+    write_json(
+        path / "manifest.json",
+        {**manifest, "format": FORMAT_VERSION, "videos": videos, "num_rows": total, "dim": feature_dim},
+    )
+    shutil.rmtree(path / "videos", ignore_errors=True)
+    remove_temp_files(path)
+
+
+def prepare_folder(path: Path, identity: dict[str, Any], force: bool) -> None:
+    """Create (or, with force, recreate) the store folder and record its identity; refuse a foreign folder."""
+    path = Path(path)
+    expected = config_hash(identity)
+    if force and path.exists():
+        shutil.rmtree(path)
+    found = read_hash(path)
+    if found is not None and found != expected:
+        raise StoreMismatchError(_mismatch_message(path, found, expected))
+    path.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(path)
+    if found is None:
+        write_json(path / "identity.json", {"config_hash": expected, "identity": identity})
+
+
+def read_hash(path: Path) -> str | None:
+    """The config hash recorded in a store folder (manifest first, then identity.json), None if none."""
+    for name in ("manifest.json", "identity.json"):
+        file = Path(path) / name
+        if file.is_file():
+            try:
+                return json.loads(file.read_text())["config_hash"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise ISAM2Error(f"corrupt store file {file}: {e}; rebuild with force=true") from None
+    return None
+
+
+def _mismatch_message(path: Path, found: str, expected: str) -> str:
+    return (
+        f"masklet store {path} was built with config hash {found}, but the current config has hash "
+        f"{expected}; pass force=true to rebuild it, or set paths.store_dir elsewhere"
+    )
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+class MaskletStore:
+    """A finished store, read-only and memory-mapped. Arrays are attributes (see ROW_DTYPES); rows of a
+    video are contiguous and in frame order; `id_map` returns GLOBAL row indices into those arrays."""
+
+    features: np.ndarray
+    video: np.ndarray
+    frame: np.ndarray
+    track: np.ndarray
+    area: np.ndarray
+    score: np.ndarray
+    label: np.ndarray
+    purity: np.ndarray
+    valid: np.ndarray
+
+    def __init__(self, path: str | os.PathLike, expected_hash: str | None = None):
+        self.path = Path(path).expanduser().resolve()
+        self._expected_hash = expected_hash
+        manifest_path = self.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise ISAM2Error(
+                f"no finished masklet store at {self.path} (manifest.json missing); build it with python -m isam2.extract"
+            )
+        found = read_hash(self.path)
+        if expected_hash is not None and found != expected_hash:
+            raise StoreMismatchError(_mismatch_message(self.path, str(found), expected_hash))
+        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") != FORMAT_VERSION:
+            raise ISAM2Error(
+                f"{manifest_path} has store format {self.manifest.get('format')}, expected {FORMAT_VERSION}; rebuild with force=true"
+            )
+        self.dim = int(self.manifest["dim"])
+        n = int(self.manifest["num_rows"])
+        for key, dtype in ROW_DTYPES.items():
+            file = self.path / f"{key}.npy"
+            try:
+                arr = np.load(file, mmap_mode="r") if n else np.load(file)
+            except (OSError, ValueError) as e:
+                raise ISAM2Error(f"unreadable store array {file}: {e}; rebuild with force=true") from None
+            if len(arr) != n or arr.dtype != dtype:
+                raise ISAM2Error(
+                    f"{file} has {len(arr)} rows of {arr.dtype}, manifest says {n} of {np.dtype(dtype)}"
+                )
+            setattr(self, key, arr)
+        self._videos = {v["id"]: v for v in self.manifest["videos"]}
+        self._cached_video: tuple[str, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.manifest["num_rows"])
+
+    def __repr__(self) -> str:
+        return (
+            f"MaskletStore({str(self.path)!r}, rows={len(self)}, dim={self.dim}, videos={len(self._videos)})"
+        )
+
+    # Pickle by path: a memmap would otherwise be copied into every DataLoader worker.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "expected_hash": self._expected_hash}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["expected_hash"])
+
+    def _video(self, video_id: str) -> dict[str, Any]:
+        try:
+            return self._videos[video_id]
+        except KeyError:
+            raise ISAM2Error(f"video {video_id!r} is not in the masklet store {self.path}") from None
+
+    def videos(self) -> list[str]:
+        """Video ids in store (split-file) order; `video` holds indices into this list."""
+        return list(self._videos)
+
+    def rows(self, video_id: str) -> slice:
+        v = self._video(video_id)
+        return slice(v["start"], v["stop"])
+
+    def num_frames(self, video_id: str) -> int:
+        return int(self._video(video_id)["frames"])
+
+    def frame_size(self, video_id: str) -> tuple[int, int]:
+        v = self._video(video_id)
+        return int(v["height"]), int(v["width"])
+
+    def _local_maps(self, video_id: str) -> dict[str, np.ndarray]:
+        # Keep the last video's opened archive: frames of one video are usually read one after another.
+        if self._cached_video is None or self._cached_video[0] != video_id:
+            file = self.path / "idmaps" / f"{_check_video_id(video_id)}.npz"
+            try:
+                self._cached_video = (video_id, np.load(file))
+            except OSError as e:
+                raise ISAM2Error(f"unreadable id maps {file}: {e}; rebuild with force=true") from None
+        return self._cached_video[1]
+
+    def _to_global(self, local: np.ndarray, video_id: str) -> np.ndarray:
+        local = local.astype(np.int64)
+        return np.where(local >= 0, local + self.rows(video_id).start, -1)
+
+    def id_map(self, video_id: str, frame_index: int) -> np.ndarray:
+        """[H,W] int64 global row index of the masklet on top at each pixel, -1 where none."""
+        t = int(frame_index)
+        if not 0 <= t < self.num_frames(video_id):
+            raise ISAM2Error(
+                f"frame {t} is out of range for video {video_id!r} ({self.num_frames(video_id)} frames) in {self.path}"
+            )
+        return self._to_global(self._local_maps(video_id)[str(t)], video_id)
+
+    def id_maps(self, video_id: str) -> np.ndarray:
+        """[T,H,W] int64 id maps of every frame of the video."""
+        maps = self._local_maps(video_id)
+        return self._to_global(np.stack([maps[str(t)] for t in range(self.num_frames(video_id))]), video_id)
+
+
+def ensure_store(cfg: DictConfig, split: str, force: bool = False) -> MaskletStore:
+    """The store of (cfg.data, split, cfg.sam2, cfg.masklets) under cfg.paths.store_dir, built if missing
+    (see isam2.masklets.extraction.ensure_store)."""
+    from isam2.masklets.extraction import ensure_store as build
+
+    return build(cfg, split, force=force)

@@ -1,0 +1,65 @@
+"""Training targets of masklets: the GT class histogram inside each masklet, its majority class and purity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isam2.errors import ISAM2Error
+
+IGNORE = 255  # GT train id that is never a target ("others"/void)
+NUM_IDS = 256  # every uint8 train id gets a histogram bin; the IGNORE bin is dropped
+
+
+@dataclass(frozen=True)
+class MaskletTargets:
+    """Per-masklet targets: `label` uint8 (255 = no valid GT pixel), `purity` f32 in [0, 1],
+    `valid` int64 (GT pixels inside the masklet that are not void), `histogram` int64 [n, 255]."""
+
+    label: np.ndarray
+    purity: np.ndarray
+    valid: np.ndarray
+    histogram: np.ndarray
+
+
+def class_histograms(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """[n, 255] int64: for each masklet, how many of its pixels carry each GT train id (void 255 excluded).
+
+    One bincount over `masklet * 256 + gt` for all covered pixels at once; masklets may overlap.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    gt = np.asarray(gt)
+    if masks.ndim != 3 or gt.shape != masks.shape[1:]:
+        raise ISAM2Error(f"masks {masks.shape} and GT {gt.shape} must be [n,H,W] and [H,W] of the same H, W")
+    if gt.dtype != np.uint8:
+        raise ISAM2Error(f"GT must be uint8 train ids, got dtype {gt.dtype}")
+    n = masks.shape[0]
+    which, ys, xs = np.nonzero(masks)
+    codes = which.astype(np.int64) * NUM_IDS + gt[ys, xs]
+    counts = np.bincount(codes, minlength=n * NUM_IDS).reshape(n, NUM_IDS)
+    return counts[:, :IGNORE]
+
+
+def masklet_targets(masks: np.ndarray, gt: np.ndarray | None) -> MaskletTargets:
+    """Targets of `masks` [n,H,W] bool against `gt` [H,W] uint8 train ids; `gt=None` (no GT) -> all 255.
+
+    label = majority train id (ties: the smaller id), purity = majority pixels / valid pixels; a masklet
+    with no valid pixel gets label 255 and purity 0.
+    """
+    n = int(np.shape(masks)[0])
+    if gt is None:
+        return MaskletTargets(
+            label=np.full(n, IGNORE, np.uint8),
+            purity=np.zeros(n, np.float32),
+            valid=np.zeros(n, np.int64),
+            histogram=np.zeros((n, IGNORE), np.int64),
+        )
+    hist = class_histograms(masks, gt)
+    valid = hist.sum(axis=1)
+    label = hist.argmax(axis=1)
+    majority = hist[np.arange(n), label]
+    has_target = valid > 0
+    purity = np.where(has_target, majority / np.maximum(valid, 1), 0.0).astype(np.float32)
+    label = np.where(has_target, label, IGNORE).astype(np.uint8)
+    return MaskletTargets(label=label, purity=purity, valid=valid.astype(np.int64), histogram=hist)
