@@ -181,23 +181,23 @@ def _ensure_in_group(
     video_ids = [v.id for v in dataset.videos]
 
     # Rank 0 decides (open as is / build) and prepares the folder; the others follow its outcome.
-    outcome: tuple[str, str] = ("build", "")
+    outcome: tuple[str, ISAM2Error | None] = ("build", None)
     if rank == 0:
         try:
             if not force and (path / "manifest.json").is_file():
                 opened = MaskletStore(path, expected_hash=expected)
                 _check_videos(opened, video_ids)
-                outcome = ("open", "")
+                outcome = ("open", None)
             else:
                 prepare_folder(path, identity, force)
                 (path / "errors").mkdir(exist_ok=True)
                 for stale in (path / "errors").glob("*"):
                     stale.unlink()
         except ISAM2Error as e:
-            outcome = ("error", str(e))
+            outcome = ("error", e)
     outcome = _broadcast_from_zero(outcome)
     if outcome[0] == "error":
-        raise ISAM2Error(outcome[1])
+        raise outcome[1]
     if outcome[0] == "open":
         return opened if rank == 0 else MaskletStore(path, expected_hash=expected)
 
@@ -232,7 +232,7 @@ def _extract_mine(
     if not todo:
         return
     _, source = _build_backbone_and_source(cfg, path)
-    desc = f"extract {dataset.name}/{split}" + (f" rank {rank}/{world}" if world > 1 else "")
+    desc = f"extract {cfg.data.name}/{split}" + (f" rank {rank}/{world}" if world > 1 else "")
     with tqdm(
         total=sum(sizes[i] for i in todo), desc=desc, unit="frame", disable=not progress, position=rank
     ) as bar:

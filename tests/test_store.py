@@ -1,0 +1,244 @@
+"""MaskletStore: the overlap rule, the on-disk round trip, resume after a kill, and the config-hash refusal."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import isam2.masklets.extraction as extraction
+from isam2.masklets.store import (
+    ROW_DTYPES,
+    MaskletStore,
+    StoreMismatchError,
+    config_hash,
+    ensure_store,
+    paint_id_map,
+    store_folder,
+    store_identity,
+)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+# ------------------------------------------------------------------------------------- overlap rule
+
+
+def brute_force_paint(masks: np.ndarray, scores: np.ndarray, first_row: int) -> np.ndarray:
+    """Per pixel: among the masks covering it, the one with the largest (score, row) pair."""
+    n, h, w = masks.shape
+    out = np.full((h, w), -1, np.int64)
+    for y in range(h):
+        for x in range(w):
+            best = None
+            for i in range(n):
+                if masks[i, y, x] and (best is None or (scores[i], i) >= (scores[best], best)):
+                    best = i
+            if best is not None:
+                out[y, x] = best + first_row
+    return out
+
+
+def test_overlap_rule_by_hand():
+    masks = np.zeros((3, 2, 4), bool)
+    masks[0, :, 0:3] = True  # score 0.9: wins over mask 1 where they overlap
+    masks[1, :, 1:4] = True  # score 0.5
+    masks[2, 0, 2:4] = True  # score 0.9 too: tie with mask 0 -> the later row (2) on top
+    scores = np.array([0.9, 0.5, 0.9], np.float32)
+    expected = np.array([[10, 10, 12, 12], [10, 10, 10, 11]])
+    np.testing.assert_array_equal(paint_id_map(masks, scores, first_row=10), expected)
+    assert (paint_id_map(np.zeros((0, 2, 4), bool), scores[:0]) == -1).all()
+
+
+def test_overlap_rule_matches_brute_force():
+    rng = np.random.default_rng(1)
+    masks = rng.random((7, 6, 8)) < 0.35
+    scores = rng.choice(np.array([0.2, 0.5, 0.8], np.float32), size=7)  # many ties
+    np.testing.assert_array_equal(paint_id_map(masks, scores, 3), brute_force_paint(masks, scores, 3))
+
+
+# ----------------------------------------------------------------------------- a fake masklet source
+
+
+def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> SimpleNamespace:
+    """One masklet per GT class present, plus a left-half masklet overlapping them; features = mean colour."""
+    h, w = frame.shape[:2]
+    classes = [c for c in np.unique(gt) if c != 255] if gt is not None else []
+    masks = [gt == c for c in classes]
+    half = np.zeros((h, w), bool)
+    half[:, : w // 2] = True
+    masks.append(half)
+    masks.append(np.zeros((h, w), bool))  # an empty masklet: the store drops it
+    masks = np.stack(masks)
+    n = len(masks)
+    scores = np.linspace(0.9, 0.5, n).astype(np.float32)
+    features = np.stack([frame[m].mean(0) if m.any() else np.zeros(3) for m in masks]).astype(np.float32)
+    return SimpleNamespace(masks=masks, scores=scores, tracks=np.arange(n, dtype=np.int64), features=features)
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.videos_done = 0
+
+    def video(self, frames, gt):
+        self.videos_done += 1
+        for t in range(len(frames)):
+            yield fake_frame_masklets(frames[t], None if gt is None else gt[t])
+
+
+@pytest.fixture
+def fake_source(monkeypatch):
+    source = FakeSource()
+    monkeypatch.setattr(
+        extraction,
+        "_build_backbone_and_source",
+        lambda cfg, path: (
+            extraction.write_json(
+                path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3}
+            ),
+            source,
+        ),
+    )
+    return source
+
+
+def make_cfg(tmp_path: Path, store_dir: str = "stores", *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(
+            "extract",
+            overrides=[
+                f"paths.root_dir={tmp_path}",
+                f"paths.store_dir={tmp_path / store_dir}",
+                "data.generate.num_train=1",
+                "data.generate.num_val=3",
+                "data.generate.num_test=1",
+                "data.generate.height=24",
+                "data.generate.width=32",
+                "data.generate.min_frames=3",
+                "data.generate.max_frames=5",
+                "masklets=gt",
+                *overrides,
+            ],
+        )
+
+
+def assert_same_store(a: MaskletStore, b: MaskletStore) -> None:
+    assert a.videos() == b.videos() and len(a) == len(b)
+    for key in ROW_DTYPES:
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key), err_msg=key)
+    for vid in a.videos():
+        np.testing.assert_array_equal(a.id_maps(vid), b.id_maps(vid))
+
+
+# ----------------------------------------------------------------------------------------- the store
+
+
+def test_store_round_trip(tmp_path, fake_source):
+    cfg = make_cfg(tmp_path)
+    store = ensure_store(cfg, "val")
+    from isam2.data import open_split
+
+    dataset = open_split(cfg.data, "val")
+    assert store.videos() == [v.id for v in dataset.videos]
+    assert store.path == store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    assert store.dim == 3 and store.features.shape == (len(store), 3)
+    assert isinstance(store.features, np.memmap)
+    for key, dtype in ROW_DTYPES.items():
+        assert getattr(store, key).dtype == dtype
+    assert (store.area > 0).all()  # the empty masklet was dropped
+    for vi, video in enumerate(dataset.videos):
+        rows = store.rows(video.id)
+        assert (store.video[rows] == vi).all()
+        assert store.num_frames(video.id) == len(video) and store.frame_size(video.id) == video.size
+        frames, gts = video.load_frames(), video.load_masks()
+        assert np.all(np.diff(store.frame[rows]) >= 0)
+        for t in range(len(video)):
+            fm = fake_frame_masklets(frames[t], gts[t])
+            keep = fm.masks.any(axis=(1, 2))
+            frame_rows = np.nonzero(store.frame[rows] == t)[0] + rows.start
+            assert len(frame_rows) == keep.sum()
+            # Independent expectations: areas, features, and the id map painted by brute force.
+            np.testing.assert_array_equal(store.area[frame_rows], fm.masks[keep].sum(axis=(1, 2)))
+            np.testing.assert_allclose(store.features[frame_rows], fm.features[keep], rtol=1e-3, atol=1e-2)
+            expected_map = brute_force_paint(fm.masks[keep], fm.scores[keep], int(frame_rows[0]))
+            np.testing.assert_array_equal(store.id_map(video.id, t), expected_map)
+            # Each class masklet is pure; the left-half one has the majority class of that half.
+            n_class = keep.sum() - 1
+            assert (store.purity[frame_rows[:n_class]] == 1).all()
+            left = gts[t][:, : gts[t].shape[1] // 2]
+            counts = np.bincount(left[left != 255], minlength=255)
+            assert store.label[frame_rows[-1]] == counts.argmax()
+            assert store.valid[frame_rows[-1]] == counts.sum()
+        np.testing.assert_array_equal(store.id_maps(video.id)[1], store.id_map(video.id, 1))
+    # Pickling reopens by path rather than copying the arrays.
+    assert len(pickle.dumps(store)) < 1000
+    assert_same_store(pickle.loads(pickle.dumps(store)), store)
+    # A second call opens the finished store without extracting again.
+    before = fake_source.videos_done
+    ensure_store(cfg, "val")
+    assert fake_source.videos_done == before
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, fake_source, monkeypatch):
+    whole = ensure_store(make_cfg(tmp_path, "whole"), "val")
+    cfg = make_cfg(tmp_path, "killed")
+    real_write = extraction.write_video_shard
+    calls = []
+
+    def killed_during_second_shard(path, video_id, shard):
+        calls.append(video_id)
+        if len(calls) == 2:
+            (path / "videos" / f".{video_id}.npz.tmp999").write_bytes(b"half a shard")
+            raise KeyboardInterrupt
+        real_write(path, video_id, shard)
+
+    monkeypatch.setattr(extraction, "write_video_shard", killed_during_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_store(cfg, "val")
+    path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    assert not (path / "manifest.json").exists()
+    assert extraction.done_videos(path) == {calls[0]}
+    monkeypatch.setattr(extraction, "write_video_shard", real_write)
+    before = fake_source.videos_done
+    resumed = ensure_store(cfg, "val")
+    assert fake_source.videos_done - before == len(whole.videos()) - 1  # the finished video is not redone
+    assert_same_store(resumed, whole)
+    assert not list(path.rglob(".*.tmp*")) and not (path / "videos").exists()
+
+
+def test_a_store_from_another_config_is_refused_then_rebuilt_with_force(tmp_path, fake_source):
+    cfg_a = make_cfg(tmp_path)
+    cfg_b = make_cfg(tmp_path, "stores", "masklets.min_area=5")
+    hash_a = config_hash(store_identity(cfg_a, "val"))
+    hash_b = config_hash(store_identity(cfg_b, "val"))
+    assert hash_a != hash_b
+    store_a = ensure_store(cfg_a, "val")
+    # A folder copied/renamed under the other config's name must not be trusted.
+    folder_b = store_folder(cfg_b.paths.store_dir, store_identity(cfg_b, "val"))
+    shutil.copytree(store_a.path, folder_b)
+    with pytest.raises(StoreMismatchError) as err:
+        ensure_store(cfg_b, "val")
+    message = str(err.value)
+    assert hash_a in message and hash_b in message and str(folder_b) in message
+    with pytest.raises(StoreMismatchError):
+        MaskletStore(folder_b, expected_hash=hash_b)
+    rebuilt = ensure_store(cfg_b, "val", force=True)
+    assert rebuilt.manifest["config_hash"] == hash_b and rebuilt.path == folder_b
+    assert_same_store(rebuilt, store_a)  # the fake source ignores min_area, so the content is the same
+
+
+def test_missing_store_and_unknown_video_raise(tmp_path, fake_source):
+    from isam2.errors import ISAM2Error
+
+    with pytest.raises(ISAM2Error, match="manifest.json missing"):
+        MaskletStore(tmp_path / "nowhere")
+    store = ensure_store(make_cfg(tmp_path), "val")
+    with pytest.raises(ISAM2Error, match="not in the masklet store"):
+        store.rows("no_such_video")
+    with pytest.raises(ISAM2Error, match="out of range"):
+        store.id_map(store.videos()[0], 99)
