@@ -177,13 +177,13 @@ def _ensure_in_group(
 
     rank, world = rank_and_world()
     expected = config_hash(identity)
-    dataset = open_split(cfg.data, split)
-    video_ids = [v.id for v in dataset.videos]
 
     # Rank 0 decides (open as is / build) and prepares the folder; the others follow its outcome.
     outcome: tuple[str, ISAM2Error | None] = ("build", None)
     if rank == 0:
         try:
+            dataset = open_split(cfg.data, split)  # first on rank 0: it may generate the synthetic set
+            video_ids = [v.id for v in dataset.videos]
             if not force and (path / "manifest.json").is_file():
                 opened = MaskletStore(path, expected_hash=expected)
                 _check_videos(opened, video_ids)
@@ -200,6 +200,9 @@ def _ensure_in_group(
         raise outcome[1]
     if outcome[0] == "open":
         return opened if rank == 0 else MaskletStore(path, expected_hash=expected)
+    if rank != 0:
+        dataset = open_split(cfg.data, split)
+        video_ids = [v.id for v in dataset.videos]
 
     try:
         _extract_mine(cfg, split, dataset, path, rank, world, progress)
