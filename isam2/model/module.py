@@ -1,0 +1,263 @@
+"""MaskletClassifier: the LightningModule that trains the masklet head and paints, scores and writes videos."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics.classification import MulticlassAccuracy
+
+from isam2.errors import ISAM2Error
+from isam2.model.head import MLPHead
+
+IGNORE = 255
+CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
+SEGMENT_DEFAULTS = {"fill": "none", "track_vote": False, "window": 32}
+FILLS = ("none", "base")
+
+
+def _plain(cfg: Any) -> Any:
+    """Plain containers for hparams (checkpoints then load with weights_only=True)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def class_weights_from_counts(counts: torch.Tensor, weighting: str) -> torch.Tensor:
+    """[C] loss weights from training label counts: frequency ** -power, scaled so the mean weight per
+    training sample is 1; classes absent from training get weight 0 (they are never a target)."""
+    if weighting not in CLASS_WEIGHTINGS:
+        raise ISAM2Error(f"model.class_weighting={weighting!r} is not one of {sorted(CLASS_WEIGHTINGS)}")
+    counts = counts.double()
+    freq = counts / counts.sum().clamp_min(1)
+    weights = torch.where(freq > 0, freq.clamp_min(1e-12) ** -CLASS_WEIGHTINGS[weighting], 0.0)
+    return (weights / (freq * weights).sum().clamp_min(1e-12)).float()
+
+
+def check_compatible(hparams: Mapping[str, Any], num_classes: int, feature_dim: int, source: str) -> None:
+    """Refuse a checkpoint trained for another number of classes or another feature width."""
+    have = (int(hparams.get("num_classes", -1)), int(hparams.get("feature_dim", -1)))
+    if have != (int(num_classes), int(feature_dim)):
+        raise ISAM2Error(
+            f"{source} was trained for {have[0]} classes and {have[1]}-dim features, but this run has "
+            f"{num_classes} classes and {feature_dim}-dim features (check data and sam2 settings)"
+        )
+
+
+class MaskletClassifier(pl.LightningModule):
+    """Classifies masklet vectors; validation and test paint whole videos and score them pixel-wise.
+
+    Train batches: dict(features [B,d], label [B] uint8/int, purity [B] f32). Validation/test batches: one
+    video, dict(video, frame_names, features [n,d], label, purity, track, frame, id_maps [T,H,W] (local
+    rows, -1 = none), gt [T,H,W] uint8, optional fill [T,H,W] uint8). `optimizer`/`scheduler` are Hydra
+    configs with `_partial_: true`. SAM2 is not part of this module, so checkpoints hold only the head.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_dim: int,
+        head: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        class_weighting: str = "none",
+        min_purity: float = 0.0,
+        purity_weighting: bool = False,
+        segment: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        head, optimizer, scheduler, segment, metrics = map(
+            _plain, (head, optimizer, scheduler, segment, metrics)
+        )
+        segment = {**SEGMENT_DEFAULTS, **(segment or {})}
+        if segment["fill"] not in FILLS:
+            raise ISAM2Error(f"segment.fill={segment['fill']!r} is not one of {list(FILLS)}")
+        if class_weighting not in CLASS_WEIGHTINGS:
+            raise ISAM2Error(
+                f"model.class_weighting={class_weighting!r} is not one of {sorted(CLASS_WEIGHTINGS)}"
+            )
+        if not 0.0 <= float(min_purity) <= 1.0:
+            raise ISAM2Error(f"model.min_purity={min_purity} must lie in [0, 1]")
+        self.save_hyperparameters(
+            {
+                "num_classes": int(num_classes),
+                "feature_dim": int(feature_dim),
+                "head": dict(head or {}),
+                "optimizer": optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+                "scheduler": scheduler,
+                "label_smoothing": float(label_smoothing),
+                "class_weighting": class_weighting,
+                "min_purity": float(min_purity),
+                "purity_weighting": bool(purity_weighting),
+                "segment": segment,
+                "metrics": dict(metrics or {}),
+                "seed": int(seed),
+            }
+        )
+        self.head = MLPHead(int(feature_dim), int(num_classes), **(head or {}))
+        self.register_buffer("class_weights", torch.ones(int(num_classes)))
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
+        self.val_metrics = self._video_metrics()
+        self.test_metrics = self._video_metrics()
+        self.prediction_dir: Path | None = None  # set by the caller: test predictions are written there
+        self.test_results: dict[str, Any] | None = None
+
+    def _video_metrics(self):
+        from isam2.metrics import VideoSegmentationMetrics
+
+        return VideoSegmentationMetrics(self.hparams.num_classes, **self.hparams.metrics)
+
+    # ---- data statistics -------------------------------------------------------------------------------
+    def set_training_statistics(
+        self, mean: torch.Tensor, std: torch.Tensor, label_counts: torch.Tensor
+    ) -> None:
+        """Feature standardisation and class weights from the training store (kept in the checkpoint)."""
+        self.head.set_statistics(mean, std)
+        self.class_weights.copy_(class_weights_from_counts(label_counts, self.hparams.class_weighting))
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and hasattr(datamodule, "training_statistics"):
+            self.set_training_statistics(**datamodule.training_statistics())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_compatible(
+            checkpoint.get("hyper_parameters", {}),
+            self.hparams.num_classes,
+            self.hparams.feature_dim,
+            "the checkpoint",
+        )
+
+    # ---- forward and loss ------------------------------------------------------------------------------
+    def masklet_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """[n, C] class logits of masklet vectors [n, d]."""
+        return self.head(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.masklet_logits(features)
+
+    def _targets(self, label: torch.Tensor, purity: torch.Tensor) -> torch.Tensor:
+        target = label.long()
+        return torch.where(purity >= self.hparams.min_purity, target, torch.full_like(target, IGNORE))
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor, purity: torch.Tensor) -> torch.Tensor:
+        keep = target != IGNORE
+        if not bool(keep.any()):
+            return logits.sum() * 0.0  # keeps the graph (and DDP's gradient sync) alive
+        logits, target = logits[keep], target[keep]
+        per_row = F.cross_entropy(
+            logits, target, label_smoothing=self.hparams.label_smoothing, reduction="none"
+        )
+        weight = self.class_weights[target]
+        if self.hparams.purity_weighting:
+            weight = weight * purity[keep].float()
+        return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
+
+    # ---- training --------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # Dropout draws from a generator seeded by (seed, epoch, rank), so a run resumed from an epoch
+        # checkpoint continues exactly like an uninterrupted one (Lightning does not save RNG states).
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.masklet_logits(batch["features"])
+        target = self._targets(batch["label"], batch["purity"])
+        loss = self._loss(logits, target, batch["purity"])
+        self.train_acc(logits.detach(), target)
+        n = len(target)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    # ---- whole-video evaluation ------------------------------------------------------------------------
+    def predict_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [n,C], painted semantic maps [T,H,W] uint8) of one video batch."""
+        from isam2.segment.compose import paint, track_vote
+
+        logits = self.masklet_logits(batch["features"])
+        segment = self.hparams.segment
+        if segment["track_vote"]:
+            probs = track_vote(logits.float().softmax(-1), batch["track"], batch["frame"], segment["window"])
+            row_class = probs.argmax(-1)
+        else:
+            row_class = logits.argmax(-1)
+        fill = batch.get("fill") if segment["fill"] == "base" else None
+        if segment["fill"] == "base" and fill is None:
+            raise ISAM2Error("segment.fill=base needs base_pred_dir=<dir of base predictions>")
+        return logits, paint(row_class, batch["id_maps"], fill)
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
+        logits, pred = self.predict_video(batch)
+        target = self._targets(batch["label"], batch["purity"])
+        n = max(int((target != IGNORE).sum()), 1)
+        self.log(f"{stage}/loss", self._loss(logits, target, batch["purity"]), batch_size=n, sync_dist=True)
+        if stage == "val":
+            self.val_acc(logits, target)
+            self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
+        (self.val_metrics if stage == "val" else self.test_metrics).update(pred, batch["gt"])
+        return pred
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        pred = self._eval_step(batch, "val")
+        if batch_idx == 0 and "preview" in batch:
+            self._log_preview(batch, pred)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()  # already reduced over ranks: the same value everywhere
+        self.val_metrics.reset()
+        for key in ("miou", "fwiou"):
+            self.log(f"val/{key}", float(results[key]), prog_bar=key == "miou")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        pred = self._eval_step(batch, "test")
+        if self.prediction_dir is not None:
+            from isam2.data.predictions import write_prediction
+
+            frames = pred.cpu().numpy()
+            for name, frame in zip(batch["frame_names"], frames):
+                write_prediction(Path(self.prediction_dir) / batch["video"] / f"{name}.png", frame)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self.test_metrics.compute()
+        self.test_metrics.reset()
+        for key in ("miou", "fwiou", "mbiou", "mvc8", "mvc16"):
+            value = self.test_results.get(key)
+            if value is not None and np.isfinite(float(value)):
+                self.log(f"test/{key}", float(value))
+
+    def _log_preview(self, batch: Mapping[str, Any], pred: torch.Tensor) -> None:
+        """First frame of the first validation video with predicted and GT masks (wandb only, rank zero)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or self.global_rank != 0 or self.trainer.sanity_checking:
+            return
+        import wandb
+
+        image = wandb.Image(
+            batch["preview"].cpu().numpy(),
+            masks={
+                "prediction": {"mask_data": pred[0].cpu().numpy()},
+                "ground_truth": {"mask_data": batch["gt"][0].cpu().numpy()},
+            },
+            caption=str(batch["video"]),
+        )
+        loggers[0].experiment.log({"val/preview": image, "trainer/global_step": self.global_step})
+
+    # ---- optimisation ----------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from hydra.utils import instantiate
+
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

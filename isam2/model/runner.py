@@ -1,0 +1,221 @@
+"""The train and evaluate stages as library functions (the CLIs only compose config and call these)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from isam2.errors import ISAM2Error
+
+ROLES = ("train", "val", "test")
+DEMO_NOTE = (
+    "note: SAM2 runs with RANDOM weights (sam2.checkpoint=null) and ground-truth masklets "
+    "(masklets=gt): a smoke-scale demo whose numbers say nothing about SAM2. With a real checkpoint: "
+    "python -m isam2.train experiment=vspw_isam2 sam2.checkpoint=<sam2.1_hiera_tiny.pt> data.root=<VSPW_480p>"
+)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary name, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def use_wandb_offline_without_key() -> None:
+    """wandb runs offline (`wandb sync` later) unless an API key is configured or WANDB_MODE is set."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    if netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"):
+        return
+    os.environ["WANDB_MODE"] = "offline"
+
+
+def _split_names(cfg: DictConfig) -> dict[str, str]:
+    return {"train": cfg.data.train_split, "val": cfg.data.val_split, "test": cfg.data.test_split}
+
+
+def open_stores_and_datasets(cfg: DictConfig, roles: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """For each role -> split: the masklet store (built first when missing) and the dataset reader."""
+    from isam2.data import open_split
+    from isam2.masklets.store import ensure_store
+
+    by_split_store: dict[str, Any] = {}
+    by_split_data: dict[str, Any] = {}
+    for split in dict.fromkeys(roles.values()):
+        by_split_data[split] = open_split(cfg.data, split)
+        by_split_store[split] = ensure_store(cfg, split)
+    return (
+        {role: by_split_store[split] for role, split in roles.items()},
+        {role: by_split_data[split] for role, split in roles.items()},
+    )
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `_target_` entry of a logger/callback group (null entries are skipped)."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Any:
+    """The Lightning Trainer of cfg.trainer with cfg.logger and cfg.callbacks."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    if cfg.get("logger") and "wandb" in cfg.logger:
+        use_wandb_offline_without_key()
+    loggers = instantiate_all(cfg.get("logger"))
+    callbacks = instantiate_all(cfg.get("callbacks")) if with_callbacks else []
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def run_metadata(cfg: DictConfig, stores: dict[str, Any]) -> dict[str, Any]:
+    """What produced a run: SAM2 checkpoint hash (or "random"), _C availability and versions (from the
+    store manifests), the stores, this process's package versions."""
+
+    def version(name: str) -> str:
+        try:
+            return importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            return "absent"
+
+    first = next(iter(stores.values()))
+    return {
+        "backbone": first.manifest.get("backbone"),
+        "store_versions": first.manifest.get("versions"),
+        "stores": {role: str(store.path) for role, store in stores.items()},
+        "seed": int(cfg.seed),
+        "versions": {
+            "python": platform.python_version(),
+            **{p: version(p) for p in ("isam2", "torch", "lightning", "sam2", "torchmetrics", "hydra-core")},
+        },
+        "argv": sys.argv,
+    }
+
+
+def _is_rank_zero(trainer: Any) -> bool:
+    return trainer.global_rank == 0
+
+
+def report(
+    cfg: DictConfig, out_dir: Path, results: dict[str, Any], row_name: str, class_names: list[str]
+) -> str:
+    """Write metrics.json and return the paper-style table."""
+    from isam2.metrics import format_table
+
+    write_json_atomic(out_dir / "metrics.json", results)
+    return format_table({row_name: results}, class_names=class_names)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build stores if missing, fit the masklet head, test with the best checkpoint; returns test metrics.
+
+    Writes into cfg.paths.output_dir: checkpoints/, predictions/<video>/<frame>.png (test split),
+    metrics.json, metadata.json (and Hydra's .hydra/ with the resolved config).
+    """
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    if cfg.segment.fill == "base" and not cfg.get("base_pred_dir"):
+        raise ISAM2Error(
+            "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
+        )
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
+        print(DEMO_NOTE, flush=True)
+    stores, datasets = open_stores_and_datasets(cfg, _split_names(cfg))
+    datamodule = instantiate(
+        cfg.datamodule,
+        stores=stores,
+        datasets=datasets,
+        seed=int(cfg.seed),
+        base_pred_dir=cfg.base_pred_dir if cfg.segment.fill == "base" else None,
+    )
+    model = instantiate(
+        cfg.model,
+        num_classes=int(cfg.data.num_classes),
+        feature_dim=int(stores["train"].dim),
+        segment=cfg.segment,
+        metrics=cfg.metrics,
+        seed=int(cfg.seed),
+        _recursive_=False,
+    )
+    trainer = build_trainer(cfg)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise ISAM2Error(f"ckpt_path={cfg.ckpt_path} is not a file")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    model.prediction_dir = out_dir / "predictions"
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    results = dict(model.test_results or {})
+    if _is_rank_zero(trainer):
+        results["checkpoint"] = best or None
+        write_json_atomic(out_dir / "metadata.json", run_metadata(cfg, stores))
+        table = report(
+            cfg, out_dir, results, f"{cfg.data.name}/{cfg.data.test_split}", datasets["test"].class_names
+        )
+        print(table, flush=True)
+        print(f"run directory: {out_dir}", flush=True)
+    return results
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a trained head (cfg.ckpt_path) on cfg.data.split with exactly train's test stage."""
+    from hydra.utils import instantiate
+
+    from isam2.model.module import MaskletClassifier, check_compatible
+
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise ISAM2Error(f"ckpt_path={ckpt} is not a file")
+    out_dir = Path(cfg.paths.output_dir)
+    stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
+    if overrides.get("fill") == "base" and not cfg.get("base_pred_dir"):
+        raise ISAM2Error(
+            "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
+        )
+    import torch
+
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    check_compatible(hparams, int(cfg.data.num_classes), int(stores["test"].dim), f"checkpoint {ckpt}")
+    model = MaskletClassifier.load_from_checkpoint(
+        ckpt,
+        map_location="cpu",
+        segment={**hparams.get("segment", {}), **overrides},
+        metrics=OmegaConf.to_container(cfg.metrics, resolve=True),
+    )
+    model.prediction_dir = out_dir / "predictions"
+    datamodule = instantiate(
+        cfg.datamodule,
+        stores=stores,
+        datasets=datasets,
+        seed=int(cfg.seed),
+        base_pred_dir=cfg.base_pred_dir if model.hparams.segment["fill"] == "base" else None,
+    )
+    trainer = build_trainer(cfg, with_callbacks=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    results = {**(model.test_results or {}), "checkpoint": str(ckpt)}
+    if _is_rank_zero(trainer):
+        write_json_atomic(out_dir / "metadata.json", run_metadata(cfg, stores))
+        print(
+            report(cfg, out_dir, results, f"{cfg.data.name}/{cfg.data.split}", datasets["test"].class_names),
+            flush=True,
+        )
+        print(f"run directory: {out_dir}", flush=True)
+    return results
