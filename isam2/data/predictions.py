@@ -1,0 +1,98 @@
+"""Prediction PNGs `<dir>/<video>/<frame>.png` (uint8 train ids, 255 = none): atomic write, checked read, validation."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from isam2.data.video import DataError
+
+LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PNG modes whose pixel values are labels
+
+
+def prediction_path(pred_dir: str | Path, video_id: str, frame_name: str) -> Path:
+    return Path(pred_dir) / video_id / f"{frame_name}.png"
+
+
+def write_prediction(path: str | Path, array: np.ndarray) -> None:
+    """Write a [H, W] label map as an 8-bit PNG, atomically (temp file in the same folder, then rename)."""
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise ValueError(f"a prediction must be [H, W], got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(
+                f"prediction values must fit uint8 (train ids, 255 = none), got {arr.min()}..{arr.max()}"
+            )
+        arr = arr.astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(arr, mode="L").save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_checked(path: Path, size: tuple[int, int] | None) -> Image.Image:
+    try:
+        im = Image.open(path)
+    except FileNotFoundError:
+        raise DataError(f"missing prediction file: {path}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable prediction PNG {path}: {e}") from None
+    if im.mode not in LABEL_MODES:
+        im.close()
+        raise DataError(f"{path} is not a single-channel label PNG (mode {im.mode}); write uint8 train ids")
+    if size is not None and (im.height, im.width) != tuple(size):
+        im.close()
+        raise DataError(f"{path} is {im.height}x{im.width} but its ground truth is {size[0]}x{size[1]} (HxW)")
+    return im
+
+
+def read_prediction(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a prediction PNG fully as [H, W] integer labels (uint8 for 8-bit PNGs), checking (H, W) == size."""
+    path = Path(path)
+    im = _open_checked(path, size)
+    try:
+        with im:
+            im.load()
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"unreadable or truncated prediction PNG {path}: {e}") from None
+
+
+def check_predictions(pred_dir: str | Path, videos, max_named: int = 5) -> None:
+    """Before scoring: pred_dir exists and holds PNGs, every GT frame has a prediction, headers give GT sizes.
+
+    videos: the split's `Video`s. Raises one DataError naming the folder, the first missing files and
+    their count, or the first file of the wrong size or with an unreadable header.
+    """
+    root = Path(pred_dir)
+    if not root.is_dir():
+        raise DataError(f"pred_dir not found: {root}")
+    if next(root.rglob("*.png"), None) is None:
+        raise DataError(f"pred_dir {root} is empty: no <video>/<frame>.png prediction files in it")
+    missing, total = [], 0
+    for v in videos:
+        folder = root / v.id
+        present = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        for name in v.frame_names:
+            total += 1
+            if f"{name}.png" not in present:
+                missing.append(f"{v.id}/{name}.png")
+    if missing:
+        shown = ", ".join(missing[:max_named]) + (", ..." if len(missing) > max_named else "")
+        raise DataError(
+            f"{len(missing)} of {total} ground-truth frames have no prediction in {root}: {shown}"
+        )
+    for v in videos:
+        for name in v.frame_names:
+            _open_checked(prediction_path(root, v.id, name), v.size).close()
