@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +65,13 @@ class VideoScorer(pl.LightningModule):
         if errors:
             self.error = errors[0]
             return
-        self.result = self.metrics.compute()  # the one reduction of the metric state (all ranks take part)
+        with (
+            warnings.catch_warnings()
+        ):  # a rank may hold no video ("compute before update"): its zeros add nothing
+            warnings.simplefilter("ignore", UserWarning)
+            self.result = (
+                self.metrics.compute()
+            )  # the one reduction of the metric state (all ranks take part)
 
 
 def score_videos(
