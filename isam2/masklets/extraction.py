@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
@@ -97,9 +98,14 @@ def _versions() -> dict[str, str]:
 
 def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
     from hydra.utils import instantiate
+
     from isam2.masklets.generator import build_masklet_source
 
-    backbone = instantiate(cfg.sam2)
+    # Random-weight runs (checkpoint=null, recorded as "random" in the config hash) must still give the
+    # same store in every process and on every rerun, so the initialisation is seeded.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        backbone = instantiate(cfg.sam2)
     write_json(
         path / "backbone.json", {"metadata": backbone.metadata(), "feature_dim": int(backbone.feature_dim)}
     )
@@ -206,13 +212,15 @@ def _ensure_in_group(
 
     try:
         _extract_mine(cfg, split, dataset, path, rank, world, progress)
-        _wait_for(path, lambda: done_videos(path) >= set(video_ids))
+        # Rank 0 removes the shards once it has finalised: the manifest then stands for all of them.
+        manifest = path / "manifest.json"
+        _wait_for(path, lambda: manifest.is_file() or done_videos(path) >= set(video_ids))
         if rank == 0:
             finalize_store(
                 path, video_ids, _manifest(cfg, split, identity, expected, path), _feature_dim(cfg, path)
             )
         else:
-            _wait_for(path, lambda: (path / "manifest.json").is_file())
+            _wait_for(path, manifest.is_file)
     except BaseException as e:
         if world > 1:  # tell the ranks that wait on this one's shards, rather than leave them polling
             with contextlib.suppress(OSError):
