@@ -28,6 +28,8 @@ def refine(base: torch.Tensor, id_maps: torch.Tensor) -> torch.Tensor:
     base: [T,H,W] uint8 (255 = no prediction, does not vote). id_maps: [T,H,W] int64 store rows, -1 = none;
     each row is one frame's masklet, so a masklet's region is `id_maps == row` (overlaps already resolved).
     """
+    if base.dtype != torch.uint8:
+        raise ValueError(f"base must be uint8 train ids (255 = none), got {base.dtype}")
     if base.shape != id_maps.shape:
         raise ValueError(f"base has shape {tuple(base.shape)}, id maps {tuple(id_maps.shape)}")
     ids, majority = masklet_majority(base, id_maps)
