@@ -1,0 +1,453 @@
+"""The frozen SAM2: built from sam2's packaged configs without sam2's Hydra, loaded safely, encoded once per frame.
+
+Why not `sam2.build_sam.build_sam2`: sam2 keeps a global Hydra of its own (`import sam2` initialises it),
+which clashes with our `@hydra.main` (MissingConfigException inside it; "GlobalHydra is already
+initialized" when sam2 is imported first). Here sam2 is imported through `import_sam2()`, which undoes
+that global initialisation when nobody else had made it, and the model is built by loading the packaged
+yaml with OmegaConf and calling `hydra.utils.instantiate(cfg.model)`, which needs no global Hydra.
+
+One model object serves everything: it is built as a `FrozenSAM2VideoPredictor` (a subclass of sam2's
+`SAM2VideoPredictor`, which subclasses `SAM2Base`) with the overrides of sam2's
+`build_sam2_video_predictor`, and the same object is the model of the `SAM2ImagePredictor` inside the
+automatic mask generator. The image-only overrides of `build_sam2` (dynamic multimask via stability)
+are a subset of the video ones, so nothing differs for AMG.
+
+Preprocessing is SAM2's: RGB / 255, resized to image_size x image_size (bilinear, antialiased, aspect NOT
+kept, no padding), ImageNet mean/std. So the feature grid covers the whole original frame; see
+`isam2.masklets.pooling` for how masks map onto it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.resources
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from isam2.errors import ISAM2Error
+from isam2.masklets.pooling import pool_levels
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("hiera_t", "hiera_s", "hiera_b+", "hiera_l")
+VERSIONS = ("2.1", "2.0")
+# Pooling levels: 0 = the encoder's `vision_features` (stride 16), 1 = the FPN level at stride 8,
+# 2 = the FPN level at stride 4 (both before the SAM decoder's conv_s0/conv_s1 projections). 256-d each.
+POOLING_LEVELS = {0: 16, 1: 8, 2: 4}
+FEATURES_PER_LEVEL = 256
+_MEAN = (0.485, 0.456, 0.406)
+_STD = (0.229, 0.224, 0.225)
+
+
+def import_sam2():
+    """`import sam2` without leaving sam2's global Hydra behind (it would break a later `@hydra.main`)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    was_initialized = GlobalHydra.instance().is_initialized()
+    import sam2
+
+    if not was_initialized and GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    return sam2
+
+
+import_sam2()
+
+from sam2.sam2_video_predictor import SAM2VideoPredictor  # noqa: E402
+
+
+def sam2_has_C() -> bool:
+    """Whether sam2's CUDA extension (connected components for hole filling) was built."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def config_resource(variant: str, version: str) -> str:
+    """The packaged config of a variant, relative to the sam2 package."""
+    if version == "2.1":
+        return f"configs/sam2.1/sam2.1_{variant}.yaml"
+    return f"configs/sam2/sam2_{variant}.yaml"
+
+
+def _version_str(version: Any) -> str:
+    v = str(version).strip()
+    return {"2": "2.0", "2.00": "2.0", "2.10": "2.1"}.get(v, v)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FrozenSAM2VideoPredictor(SAM2VideoPredictor):
+    """sam2's video predictor fed with features computed elsewhere (never runs the image encoder itself).
+
+    - `isam2_state(num_frames, (H, W), feature_fn)` makes an inference state without a video file:
+      no images at all, and `feature_fn(frame_idx) -> backbone_out` (our cache, which encodes each frame
+      once) replaces `cached_features` in `_get_image_feature`.
+    - `add_new_masks(state, frame_idx, obj_ids, masks)` seeds many objects at once, like `add_new_mask`
+      per object but without re-consolidating every object at video resolution after each one.
+    - Each tracked frame's output keeps the decoder's predicted IoU of the chosen mask as "isam2_iou".
+    """
+
+    def isam2_state(
+        self,
+        num_frames: int,
+        video_hw: tuple[int, int],
+        feature_fn: Callable[[int], dict],
+        offload_state_to_cpu: bool = False,
+    ) -> dict:
+        from collections import OrderedDict
+
+        device = self.device
+        return {
+            "images": None,  # never read: `_get_image_feature` below takes features from feature_fn
+            "isam2_feature_fn": feature_fn,
+            "num_frames": int(num_frames),
+            "offload_video_to_cpu": False,
+            "offload_state_to_cpu": offload_state_to_cpu,
+            "video_height": int(video_hw[0]),
+            "video_width": int(video_hw[1]),
+            "device": device,
+            "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
+            "point_inputs_per_obj": {},
+            "mask_inputs_per_obj": {},
+            "cached_features": {},
+            "constants": {},
+            "obj_id_to_idx": OrderedDict(),
+            "obj_idx_to_id": OrderedDict(),
+            "obj_ids": [],
+            "output_dict_per_obj": {},
+            "temp_output_dict_per_obj": {},
+            "frames_tracked_per_obj": {},
+        }
+
+    def _get_image_feature(self, inference_state, frame_idx, batch_size):
+        backbone_out = inference_state["isam2_feature_fn"](frame_idx)
+        expanded = {
+            "backbone_fpn": [f.expand(batch_size, -1, -1, -1) for f in backbone_out["backbone_fpn"]],
+            "vision_pos_enc": [p.expand(batch_size, -1, -1, -1) for p in backbone_out["vision_pos_enc"]],
+        }
+        features = self._prepare_backbone_features(expanded)
+        return (None, *features)  # the image itself is never needed downstream
+
+    def _forward_sam_heads(self, *args, **kwargs):
+        out = super()._forward_sam_heads(*args, **kwargs)
+        self._isam2_last_ious = out[2]
+        return out
+
+    def _run_single_frame_inference(self, *args, **kwargs):
+        self._isam2_last_ious = None
+        compact, pred_masks = super()._run_single_frame_inference(*args, **kwargs)
+        ious = self._isam2_last_ious  # [1, M] for the single object of this call; best mask = max
+        best = ious.float().max() if ious is not None else torch.ones((), device=pred_masks.device)
+        compact["isam2_iou"] = best  # a 0-dim tensor on the device (no sync here)
+        return compact, pred_masks
+
+    @torch.inference_mode()
+    def add_new_masks(self, inference_state, frame_idx: int, obj_ids: Sequence[int], masks: torch.Tensor):
+        """Seed objects `obj_ids` with boolean masks [n, H, W] on `frame_idx` (sam2's `add_new_mask`, batched)."""
+        if len(obj_ids) != masks.shape[0]:
+            raise ValueError("one mask per object id")
+        m = masks[:, None].to(inference_state["device"], torch.float32)
+        if m.shape[-2:] != (self.image_size, self.image_size):
+            m = F.interpolate(
+                m,
+                size=(self.image_size, self.image_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+            m = (m >= 0.5).float()
+        for k, obj_id in enumerate(obj_ids):
+            obj_idx = self._obj_id_to_idx(inference_state, obj_id)
+            inference_state["mask_inputs_per_obj"][obj_idx][frame_idx] = m[k : k + 1]
+            inference_state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
+            if frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]:
+                raise ValueError(f"object {obj_id} was already tracked on frame {frame_idx}")
+            current_out, _ = self._run_single_frame_inference(
+                inference_state=inference_state,
+                output_dict=inference_state["output_dict_per_obj"][obj_idx],
+                frame_idx=frame_idx,
+                batch_size=1,
+                is_init_cond_frame=True,
+                point_inputs=None,
+                mask_inputs=m[k : k + 1],
+                reverse=False,
+                run_mem_encoder=False,
+            )
+            inference_state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"][frame_idx] = (
+                current_out
+            )
+
+
+@dataclass
+class EncodedFrame:
+    """One frame through the frozen encoder: what SAM2's heads need, and the maps Eq. 3 pools."""
+
+    backbone_out: dict  # SAM2's `forward_image` output (levels 0/1 projected by the decoder's conv_s0/s1)
+    maps: list[torch.Tensor]  # pooling maps [256, h_l, w_l], one per pooling level
+    orig_hw: tuple[int, int]
+    extra: dict = field(default_factory=dict)
+
+    def pool(self, masks: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 over every pooling level, concatenated: masks [n, H, W] at original resolution -> [n, d] float32."""
+        if tuple(masks.shape[-2:]) != tuple(self.orig_hw):
+            raise ValueError(f"masks {tuple(masks.shape)} do not match the frame size {self.orig_hw}")
+        return pool_levels(self.maps, masks)
+
+
+class SAM2Backbone:
+    """A frozen SAM2 (eval, no gradients, inference mode; fp32 on CPU, bf16 autocast on CUDA).
+
+    `encode(frame)` runs the image encoder once (counted in `encoder_calls`) and returns an
+    `EncodedFrame` whose features feed AMG, the video predictor and Eq. 3 pooling alike.
+    """
+
+    def __init__(
+        self,
+        variant: str = "hiera_t",
+        version: str = "2.1",
+        checkpoint: str | Path | None = None,
+        image_size: int = 1024,
+        device: str = "auto",
+        pooling_levels: Sequence[int] = (0,),
+    ):
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        version = _version_str(version)
+        if variant not in VARIANTS:
+            raise ISAM2Error(f"sam2.variant={variant!r} is not one of {', '.join(VARIANTS)}")
+        if version not in VERSIONS:
+            raise ISAM2Error(f"sam2.version={version!r} is not one of {', '.join(VERSIONS)}")
+        try:
+            image_size = int(image_size)
+        except (TypeError, ValueError):
+            raise ISAM2Error(f"sam2.image_size={image_size!r} is not an integer") from None
+        if image_size <= 0 or image_size % 32:
+            raise ISAM2Error(f"sam2.image_size={image_size} must be a positive multiple of 32")
+        self.variant, self.version, self.image_size = variant, version, image_size
+        self.device = self._resolve_device(device)
+        self.pooling_levels = pooling_levels  # validated by the setter
+
+        resource = config_resource(variant, version)
+        path = importlib.resources.files("sam2") / resource
+        if not path.is_file():
+            raise ISAM2Error(f"sam2 {version} has no packaged config {resource} for sam2={variant}")
+        self.config_name = resource
+        cfg = OmegaConf.load(str(path))
+        m = cfg.model
+        m._target_ = f"{FrozenSAM2VideoPredictor.__module__}.{FrozenSAM2VideoPredictor.__qualname__}"
+        m.image_size = image_size
+        # sam2's build_sam2_video_predictor(apply_postprocessing=True) overrides
+        m.sam_mask_decoder_extra_args = {
+            "dynamic_multimask_via_stability": True,
+            "dynamic_multimask_stability_delta": 0.05,
+            "dynamic_multimask_stability_thresh": 0.98,
+        }
+        m.binarize_mask_from_pts_for_mem_enc = True
+        # Hole filling needs sam2._C's CUDA kernel; without it sam2 warns on every call and skips it.
+        self.sam2_C = sam2_has_C()
+        self.fill_hole_area = 8 if (self.sam2_C and self.device.type == "cuda") else 0
+        m.fill_hole_area = self.fill_hole_area
+        # RoPE tables for the stride-16 grid of this image size (sam2 recomputes them anyway on mismatch)
+        grid = image_size // 16
+        for att in ("self_attention", "cross_attention"):
+            if att in m.memory_attention.layer:
+                m.memory_attention.layer[att].feat_sizes = [grid, grid]
+        OmegaConf.resolve(cfg)
+        model = instantiate(cfg.model, _recursive_=True)
+
+        self.checkpoint = None if checkpoint in (None, "", "null") else Path(checkpoint).expanduser()
+        if self.checkpoint is None:
+            self.checkpoint_sha256 = "random"
+            msg = (
+                f"sam2.checkpoint is not set: SAM2 {variant} (SAM {version}) runs with RANDOM WEIGHTS. "
+                "Masklets and features are meaningless for real use; set sam2.checkpoint=<path to a .pt>."
+            )
+            log.warning(msg)
+            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+        else:
+            self.checkpoint_sha256 = self._load_checkpoint(model, self.checkpoint)
+
+        model = model.to(self.device).eval()
+        model.requires_grad_(False)
+        self.model: FrozenSAM2VideoPredictor = model
+        self.encoder_calls = 0
+        self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1)
+        if self.device.type == "cuda" and torch.cuda.get_device_properties(self.device).major >= 8:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # ------------------------------------------------------------------ settings
+    @staticmethod
+    def _resolve_device(device: str | torch.device) -> torch.device:
+        name = str(device)
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError:
+            raise ISAM2Error(
+                f"sam2.device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ISAM2Error(f"sam2.device={name} but CUDA is not available here (use auto or cpu)")
+        if dev.type not in ("cuda", "cpu"):
+            raise ISAM2Error(f"sam2.device={name}: only cpu and cuda are supported")
+        return dev
+
+    @property
+    def pooling_levels(self) -> tuple[int, ...]:
+        return self._pooling_levels
+
+    @pooling_levels.setter
+    def pooling_levels(self, levels: Sequence[int]) -> None:
+        try:
+            levels = tuple(int(x) for x in levels)
+        except (TypeError, ValueError):
+            raise ISAM2Error(f"masklets.pooling.levels={levels!r} must be a list of integers") from None
+        bad = [x for x in levels if x not in POOLING_LEVELS]
+        if not levels or bad or len(set(levels)) != len(levels):
+            raise ISAM2Error(
+                f"masklets.pooling.levels={list(levels)} must be distinct values among 0 (vision_features, "
+                "stride 16), 1 (FPN stride 8), 2 (FPN stride 4)"
+            )
+        self._pooling_levels = levels
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of a pooled masklet vector: 256 per pooling level."""
+        return FEATURES_PER_LEVEL * len(self._pooling_levels)
+
+    @property
+    def dtype_mode(self) -> str:
+        return "bf16-autocast" if self.device.type == "cuda" else "fp32"
+
+    def context(self) -> contextlib.ExitStack:
+        """inference_mode, plus bf16 autocast on CUDA. Enter it around every use of `self.model`."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.device.type == "cuda":
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
+
+    # ------------------------------------------------------------------ checkpoint
+    def _load_checkpoint(self, model: torch.nn.Module, path: Path) -> str:
+        what = f"sam2={self.variant} sam2.version={self.version} ({self.config_name})"
+        if not path.is_file():
+            raise ISAM2Error(f"sam2.checkpoint {path} does not exist (wanted for {what})")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ISAM2Error(
+                f"sam2.checkpoint {path} cannot be read with weights_only=True (for {what}): {e}"
+            ) from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+            raise ISAM2Error(
+                f"sam2.checkpoint {path} is not a SAM2 checkpoint (no 'model' state dict) for {what}"
+            )
+        sd = obj["model"]
+        own = model.state_dict()
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        mismatched = [
+            f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+            for k in own
+            if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != tuple(own[k].shape)
+        ]
+        if missing or unexpected or mismatched:
+            parts = []
+            for name, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", mismatched),
+            ):
+                if items:
+                    parts.append(f"{len(items)} {name} (e.g. {', '.join(items[:3])})")
+            raise ISAM2Error(f"sam2.checkpoint {path} does not fit {what}: " + "; ".join(parts))
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ISAM2Error(f"sam2.checkpoint {path} does not fit {what}: {e}") from None
+        log.info("loaded SAM2 checkpoint %s into %s", path, what)
+        return file_sha256(path)
+
+    # ------------------------------------------------------------------ encoding
+    def preprocess(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """RGB uint8 [H, W, 3] -> normalised [1, 3, S, S] float32 on the device (aspect not kept)."""
+        t = torch.as_tensor(np.ascontiguousarray(frame) if isinstance(frame, np.ndarray) else frame)
+        if t.dim() != 3 or t.shape[-1] != 3:
+            raise ValueError(f"a frame must be [H, W, 3] RGB, got {tuple(t.shape)}")
+        if t.dtype != torch.uint8:
+            raise ValueError(f"a frame must be uint8 RGB, got {t.dtype}")
+        t = t.to(self.device, non_blocking=True).permute(2, 0, 1)[None].to(torch.float32) / 255.0
+        S = self.image_size
+        if t.shape[-2:] != (S, S):
+            t = F.interpolate(t, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        return (t - self._mean) / self._std
+
+    def encode(self, frame: np.ndarray | torch.Tensor) -> EncodedFrame:
+        """ONE encoder forward: SAM2's backbone output plus the pooling maps of `pooling_levels`."""
+        x = self.preprocess(frame)
+        with self.context():
+            out = self.model.image_encoder(x)
+            raw_fpn = list(out["backbone_fpn"])  # [stride 4, stride 8, stride 16], 256-d
+            if self.model.use_high_res_features_in_sam:  # as SAM2Base.forward_image does
+                out["backbone_fpn"][0] = self.model.sam_mask_decoder.conv_s0(out["backbone_fpn"][0])
+                out["backbone_fpn"][1] = self.model.sam_mask_decoder.conv_s1(out["backbone_fpn"][1])
+        self.encoder_calls += 1
+        maps = [raw_fpn[len(raw_fpn) - 1 - level][0] for level in self._pooling_levels]
+        return EncodedFrame(backbone_out=out, maps=maps, orig_hw=(int(frame.shape[0]), int(frame.shape[1])))
+
+    def pool(self, encoded: EncodedFrame, masks: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 of masks [n, H, W] over an encoded frame -> [n, feature_dim] float32 on the device."""
+        with torch.inference_mode():
+            return encoded.pool(masks)
+
+    # ------------------------------------------------------------------ provenance
+    def metadata(self) -> dict:
+        """JSON-able description of the frozen model, for run metadata and store manifests."""
+        try:
+            sam2_version = importlib.metadata.version("sam2")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            sam2_version = "unknown"
+        return {
+            "variant": self.variant,
+            "version": self.version,
+            "config": self.config_name,
+            "image_size": self.image_size,
+            "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "random_weights": self.checkpoint is None,
+            "sam2_C": self.sam2_C,
+            "fill_hole_area": self.fill_hole_area,
+            "pooling_levels": list(self._pooling_levels),
+            "feature_dim": self.feature_dim,
+            "torch": torch.__version__,
+            "sam2": sam2_version,
+            "device": str(self.device),
+            "dtype": self.dtype_mode,
+        }
+
+    def __repr__(self) -> str:
+        ck = "random" if self.checkpoint is None else str(self.checkpoint)
+        return f"SAM2Backbone({self.variant}, SAM {self.version}, {self.image_size}px, {ck}, {self.device})"

@@ -1,0 +1,49 @@
+"""Shared fixtures. `tiny_backbone`: one random-weight hiera_t SAM2Backbone at 128 px on CPU per session.
+
+Tests that change its `pooling_levels` must restore them (use the `tiny_backbone_levels` helper).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    import torch
+
+    from isam2.masklets.sam2_backbone import SAM2Backbone
+
+    torch.manual_seed(0)
+    return SAM2Backbone(variant="hiera_t", version="2.1", checkpoint=None, image_size=128, device="cpu")
+
+
+@contextlib.contextmanager
+def pooling_levels(backbone, levels):
+    """Temporarily set a (shared) backbone's pooling levels."""
+    saved = backbone.pooling_levels
+    backbone.pooling_levels = levels
+    try:
+        yield backbone
+    finally:
+        backbone.pooling_levels = saved
+
+
+def toy_video(T: int = 5, H: int = 64, W: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [T,H,W,3] uint8 and train-id masks [T,H,W]: two coloured halves and a blue box moving right."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((T, H, W, 3), np.uint8)
+    gt = np.zeros((T, H, W), np.uint8)
+    for t in range(T):
+        frames[t, :, : W // 2] = (200, 40, 40)
+        frames[t, :, W // 2 :] = (40, 190, 70)
+        gt[t, :, W // 2 :] = 3
+        y0, x0 = H // 4, W // 8 + 3 * t
+        frames[t, y0 : y0 + H // 3, x0 : x0 + W // 4] = (30, 40, 220)
+        gt[t, y0 : y0 + H // 3, x0 : x0 + W // 4] = 7
+    gt[:, :3, :3] = 255
+    noise = rng.integers(-12, 13, frames.shape)
+    return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8), gt
