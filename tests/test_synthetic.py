@@ -64,7 +64,8 @@ def test_ensure_generates_once_and_refuses_foreign_folder(tmp_path):
     root = ensure_synthetic(tmp_path / "s", SMALL)
     stamp = (root / "train.txt").stat().st_mtime_ns
     ensure_synthetic(tmp_path / "s", SMALL)
-    assert (root / "train.txt").stat().st_mtime_ns == stamp  # not regenerated
+    ensure_synthetic(tmp_path / "s", SyntheticConfig())  # other settings: used as is, never overwritten
+    assert (root / "train.txt").stat().st_mtime_ns == stamp
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("user data")

@@ -154,12 +154,19 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
 
 
 def ensure_synthetic(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Generate the set on first use (empty or missing root); regenerate when it was made with other settings."""
+    """Generate the set on first use (missing or empty root). An existing synthetic set is used as it is,
+    never overwritten: delete it to regenerate with other settings."""
     root = Path(root).expanduser()
     stamp = root / "synthetic.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == asdict(cfg):
+    if stamp.is_file():
+        if json.loads(stamp.read_text()) != asdict(cfg):
+            print(
+                f"note: {root} holds a synthetic set made with other settings ({stamp}); using it as it is",
+                file=sys.stderr,
+                flush=True,
+            )
         return root
-    if root.is_dir() and any(root.iterdir()) and not stamp.is_file():
+    if root.is_dir() and any(root.iterdir()):
         from isam2.data.video import DataError
 
         raise DataError(f"data.root={root} is not empty and holds no synthetic set: refusing to overwrite it")
