@@ -63,16 +63,14 @@ class StoreMismatchError(ISAM2Error):
 
 def checkpoint_sha256(checkpoint: str | os.PathLike | None) -> str:
     """sha256 of a checkpoint file's bytes, or "random" for random weights (checkpoint=null)."""
-    if checkpoint is None:
+    if checkpoint in (None, "", "null"):
         return "random"
+    from isam2.masklets.sam2_backbone import file_sha256  # the same digest SAM2Backbone.metadata() records
+
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ISAM2Error(f"sam2.checkpoint not found: {path}")
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
