@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 
 from isam2.data.synthetic import SyntheticConfig, generate
+from isam2.masklets.extraction import ensure_store
 from isam2.masklets.store import ROW_DTYPES, MaskletStore
 
 pytestmark = pytest.mark.slow
@@ -82,7 +84,7 @@ def test_gt_and_sam2_sources(tmp_path, data_root):
         "masklets=sam2",
         "masklets.pred_iou_thresh=0",
         "masklets.stability_score_thresh=0",
-        "masklets.points_per_side=4",
+        "masklets.points_per_side=2",
     )
     for store in (gt_store, sam2_store):
         check_consistent(store)
@@ -112,7 +114,6 @@ def test_gt_and_sam2_sources(tmp_path, data_root):
 
 
 def test_two_processes_give_the_rows_of_one(tmp_path, data_root):
-    one, _, _ = run_extract(tmp_path, data_root, "one", "data.split=val", "masklets=gt")
     two, _, _ = run_extract(
         tmp_path,
         data_root,
@@ -122,6 +123,20 @@ def test_two_processes_give_the_rows_of_one(tmp_path, data_root):
         "trainer.accelerator=cpu",
         "trainer.devices=2",
     )
+    # The single-process build runs in this process, through the same library call the CLI makes.
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "extract",
+            overrides=[
+                f"data.root={data_root}",
+                "data.generate=null",
+                "sam2.image_size=128",
+                "masklets=gt",
+                f"paths.root_dir={tmp_path}",
+                f"paths.store_dir={tmp_path / 'stores_one'}",
+            ],
+        )
+    one = ensure_store(cfg, "val", progress=False)
     check_consistent(two)
     assert one.manifest["config_hash"] == two.manifest["config_hash"]
     assert one.videos() == two.videos() and len(one) == len(two) > 0
