@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -12,6 +11,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from isam2.errors import user_errors_exit
+from isam2.files import write_json
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="refine")
@@ -28,9 +28,14 @@ def main(cfg: DictConfig) -> None:
     check_predictions(base_dir, dataset.videos)
     store = ensure_store(cfg, cfg.data.split, force=cfg.force)
     out_dir = Path(cfg.output_dir).resolve()
-    metrics = {name: VideoSegmentationMetrics(num_classes=dataset.num_classes, **cfg.metrics) for name in ("base", "refined")}
+    metrics = {
+        name: VideoSegmentationMetrics(num_classes=dataset.num_classes, **cfg.metrics)
+        for name in ("base", "refined")
+    }
     for video in tqdm(dataset, desc="refine", unit="video"):
-        base = np.stack([read_prediction(prediction_path(base_dir, video.id, f), video.size) for f in video.frame_names])
+        base = np.stack(
+            [read_prediction(prediction_path(base_dir, video.id, f), video.size) for f in video.frame_names]
+        )
         if base.dtype != np.uint8:
             raise DataError(f"base predictions of video {video.id!r} in {base_dir} are not 8-bit label PNGs")
         base = torch.from_numpy(base)
@@ -43,9 +48,7 @@ def main(cfg: DictConfig) -> None:
     results = {name: m.compute() for name, m in metrics.items()}
     print(format_table({"base": results["base"], "SAM2-refiner": results["refined"]}))
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(path)
+        write_json(path, results)
     print(f"refined predictions: {out_dir}")
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig
 
 from isam2.errors import ISAM2Error, user_errors_exit
+from isam2.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +52,6 @@ def make_trainer(trainer_cfg: DictConfig):
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
-
-
-def write_json_atomic(path: str | Path, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def score(cfg: DictConfig) -> dict | None:
@@ -116,9 +100,9 @@ def score(cfg: DictConfig) -> dict | None:
             result["num_invalid_pred"],
             metrics.num_classes,
         )
-    written = [write_json_atomic(Path(cfg.paths.output_dir) / "metrics.json", result)]
+    written = [write_json(Path(cfg.paths.output_dir) / "metrics.json", result)]
     if cfg.get("output"):
-        written.append(write_json_atomic(Path(str(cfg.output)).expanduser(), result))
+        written.append(write_json(Path(str(cfg.output)).expanduser(), result))
     p = result["protocol"]
     print(format_table({pred_dir.name or str(pred_dir): result}, dataset.class_names))
     print(

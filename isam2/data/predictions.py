@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from isam2.data.video import DataError
+from isam2.files import atomic_file
 
 LABEL_MODES = ("L", "P", "I", "I;16")  # single-channel PNG modes whose pixel values are labels
 
@@ -29,16 +28,8 @@ def write_prediction(path: str | Path, array: np.ndarray) -> None:
                 f"prediction values must fit uint8 (train ids, 255 = none), got {arr.min()}..{arr.max()}"
             )
         arr = arr.astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(arr, mode="L").save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        Image.fromarray(arr, mode="L").save(f, format="PNG")
 
 
 def _open_checked(path: Path, size: tuple[int, int] | None) -> Image.Image:

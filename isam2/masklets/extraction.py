@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isam2.data.sharding import rank_and_world, shard_indices
 from isam2.errors import ISAM2Error
+from isam2.files import write_json
 from isam2.masklets.store import (
     SHARD_ARRAYS,
     MaskletStore,
@@ -36,7 +37,6 @@ from isam2.masklets.store import (
     prepare_folder,
     store_folder,
     store_identity,
-    write_json,
     write_video_shard,
 )
 from isam2.masklets.targets import masklet_targets

@@ -20,21 +20,20 @@ higher predicted IoU (`score`); on equal scores the later row (larger row index)
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from isam2.errors import ISAM2Error
+from isam2.files import atomic_file, write_json
 
 FORMAT_VERSION = 1
 # Per-masklet arrays and their dtypes; `features` is [N, d], the others [N].
@@ -111,27 +110,6 @@ def _check_video_id(video_id: str) -> str:
             f"video id {video_id!r} cannot name a store file (allowed: letters, digits, _ . + -)"
         )
     return video_id
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[IO[bytes]]:
-    """Open a temporary sibling of `path` for writing; rename it onto `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write `obj` as indented JSON."""
-    with atomic_file(path) as f:
-        f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> np.ndarray:
