@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from isam2.metrics.labels import as_label_codes, check_num_classes, check_pair, frame_chunks, per_frame_counts
+from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair, per_frame_counts
 
 
 def check_width(width: int) -> int:
@@ -73,9 +73,7 @@ class BoundaryIoU(Metric):
         self.add_state("num_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pred, gt) -> None:
-        pred = as_label_codes(pred, self.num_classes, self.device, "pred")
-        gt = as_label_codes(gt, self.num_classes, self.device, "gt")
-        check_pair(pred, gt)
+        pred, gt = label_pair(pred, gt, self.num_classes, self.device)
         for s in frame_chunks(gt.shape[0], gt[0].numel()):
             total, images = image_boundary_iou(boundary_counts(pred[s], gt[s], self.num_classes, self.width))
             self.iou_sum += total

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from isam2.metrics.labels import NONE, as_label_codes, check_pair, per_frame_counts
+from isam2.metrics.labels import NONE, label_pair, per_frame_counts
 
 VC_PROTOCOLS = ("cffm", "vspw", "paper")
 CFFM_MIN_FRAMES = 16  # the CFFM/MRCFA/TV3S scripts skip videos with <= 16 frames, for every n
@@ -94,9 +94,7 @@ class VideoConsistency(Metric):
         self.add_state("vc_count", torch.zeros(k, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pred, gt) -> None:
-        pred = as_label_codes(pred, self.num_classes, self.device, "pred")
-        gt = as_label_codes(gt, self.num_classes, self.device, "gt")
-        check_pair(pred, gt)
+        pred, gt = label_pair(pred, gt, self.num_classes, self.device)
         total, count = video_consistency(pred, gt, self.lengths, self.protocol)
         self.vc_sum += total
         self.vc_count += count

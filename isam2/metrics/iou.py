@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from isam2.metrics.labels import as_label_codes, check_num_classes, check_pair, frame_chunks
+from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair
 
 MIOU_CLASS_SETS = ("gt", "union")
 
@@ -72,9 +72,7 @@ class SegmentationIoU(Metric):
         self.add_state("confmat", torch.zeros(c + 1, c + 2, dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, pred, gt) -> None:
-        pred = as_label_codes(pred, self.num_classes, self.device, "pred")
-        gt = as_label_codes(gt, self.num_classes, self.device, "gt")
-        check_pair(pred, gt)
+        pred, gt = label_pair(pred, gt, self.num_classes, self.device)
         for s in frame_chunks(gt.shape[0], gt[0].numel()):
             self.confmat += confusion_matrix(pred[s], gt[s], self.num_classes)
 

@@ -56,6 +56,16 @@ def check_pair(pred: torch.Tensor, gt: torch.Tensor) -> None:
         )
 
 
+def label_pair(
+    pred, gt, num_classes: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pred, gt) as uint8 label codes on `device`, checked to have the same shape."""
+    pred = as_label_codes(pred, num_classes, device, "pred")
+    gt = as_label_codes(gt, num_classes, device, "gt")
+    check_pair(pred, gt)
+    return pred, gt
+
+
 def per_frame_counts(mask: torch.Tensor) -> torch.Tensor:
     """Number of true pixels in each frame of a bool [N, H, W] mask, as int64 [N] on the mask's device."""
     if mask.device.type == "cpu":

@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from isam2.metrics.boundary import boundary_counts, check_width, image_boundary_iou
 from isam2.metrics.consistency import check_lengths, check_protocol, video_consistency
 from isam2.metrics.iou import check_class_set, confusion_matrix, invalid_prediction_count, iou_scores
-from isam2.metrics.labels import as_label_codes, check_num_classes, check_pair, frame_chunks
+from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair
 
 
 class VideoSegmentationMetrics(Metric):
@@ -61,9 +61,7 @@ class VideoSegmentationMetrics(Metric):
         }
 
     def update(self, pred, gt) -> None:
-        pred = as_label_codes(pred, self.num_classes, self.device, "pred")
-        gt = as_label_codes(gt, self.num_classes, self.device, "gt")
-        check_pair(pred, gt)
+        pred, gt = label_pair(pred, gt, self.num_classes, self.device)
         for s in frame_chunks(gt.shape[0], gt[0].numel()):
             self.confmat += confusion_matrix(pred[s], gt[s], self.num_classes)
             total, images = image_boundary_iou(
