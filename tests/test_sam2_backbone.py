@@ -58,6 +58,7 @@ def test_encode_counts_and_shapes(tiny_backbone):
     assert tiny_backbone.feature_dim == 256
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # sam2's own transforms
 def test_same_features_as_sam2_own_forward(tiny_backbone):
     """Our preprocessing + encode equals sam2's SAM2ImagePredictor.set_image on the same frame."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor

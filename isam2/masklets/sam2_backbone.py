@@ -26,7 +26,7 @@ import importlib.resources
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,6 @@ class EncodedFrame:
     backbone_out: dict  # SAM2's `forward_image` output (levels 0/1 projected by the decoder's conv_s0/s1)
     maps: list[torch.Tensor]  # pooling maps [256, h_l, w_l], one per pooling level
     orig_hw: tuple[int, int]
-    extra: dict = field(default_factory=dict)
 
     def pool(self, masks: torch.Tensor) -> torch.Tensor:
         """Eq. 3 over every pooling level, concatenated: masks [n, H, W] at original resolution -> [n, d] float32."""
