@@ -1,0 +1,121 @@
+"""Helpers for the training tests: a tiny synthetic set, a SAM2-free toy masklet store, and CLI runners."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from isam2.data.datasets import VSPW
+from isam2.data.synthetic import SyntheticConfig, ensure_synthetic
+from isam2.masklets.store import (
+    MaskletStore,
+    VideoShard,
+    finalize_store,
+    paint_id_map,
+    prepare_folder,
+    write_video_shard,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DATA = SyntheticConfig(
+    num_train=3, num_val=2, num_test=2, min_frames=4, max_frames=5, height=64, width=96, seed=0
+)
+
+
+def tiny_dataset(root: Path, split: str) -> VSPW:
+    ensure_synthetic(root, TINY_DATA)
+    return VSPW(root, split)
+
+
+def toy_store(path: Path, dataset: VSPW, dim: int = 16, noise: float = 0.3, seed: int = 0) -> MaskletStore:
+    """A store written with the store's own writer: one masklet per GT class per frame, features = a
+    per-class prototype + noise (no SAM2), so a head can learn them and tests stay fast."""
+    prototypes = np.random.default_rng(1234).normal(size=(256, dim))
+    rng = np.random.default_rng(seed)
+    prepare_folder(path, {"toy": dataset.split, "dim": dim}, force=True)
+    ids = []
+    for video in dataset.videos:
+        gt = video.load_masks()
+        rows = {k: [] for k in ("features", "frame", "track", "area", "score", "label", "purity", "valid")}
+        id_maps, first = [], 0
+        for t, mask in enumerate(gt):
+            classes = [c for c in np.unique(mask) if c != 255]
+            masks = np.stack([mask == c for c in classes]) if classes else np.zeros((0, *mask.shape), bool)
+            n = len(classes)
+            rows["features"].append(
+                (prototypes[classes] + noise * rng.normal(size=(n, dim))).astype(np.float16)
+            )
+            rows["frame"].append(np.full(n, t))
+            rows["track"].append(np.asarray(classes, np.int64))
+            rows["area"].append(masks.reshape(n, -1).sum(1))
+            rows["score"].append(np.ones(n, np.float32))
+            rows["label"].append(np.asarray(classes, np.uint8))
+            rows["purity"].append(np.ones(n, np.float32))
+            rows["valid"].append(masks.reshape(n, -1).sum(1))
+            id_maps.append(paint_id_map(masks, np.ones(n), first))  # local rows of the video
+            first += n
+        rows = {k: np.concatenate(v) for k, v in rows.items()}
+        write_video_shard(path, video.id, VideoShard(rows=rows, id_maps=id_maps))
+        ids.append(video.id)
+    finalize_store(
+        path, ids, {"config_hash": json.loads((path / "identity.json").read_text())["config_hash"]}, dim
+    )
+    return MaskletStore(path)
+
+
+def tiny_overrides(tmp: Path, shared: Path | None = None) -> list[str]:
+    """CLI overrides of a seconds-long train run: 7 tiny videos at 64x96, SAM2 at 64 px, 3 epochs, CSV logs.
+
+    `shared` holds the data and stores (built on first use, reused by later runs)."""
+    shared = shared or tmp
+    return [
+        f"data.root={shared}/data",
+        *(
+            f"data.generate.{k}={getattr(TINY_DATA, k)}"
+            for k in ("num_train", "num_val", "num_test", "min_frames", "max_frames", "height", "width")
+        ),
+        "sam2.image_size=64",
+        f"paths.store_dir={shared}/stores",
+        f"hydra.run.dir={tmp}/run",
+        "logger=csv",
+        "trainer.max_epochs=3",
+        "trainer.check_val_every_n_epoch=1",
+        "datamodule.batch_size=16",
+        "callbacks.rich_progress_bar=null",
+    ]
+
+
+def run_cli(
+    module: str, overrides: list[str], timeout: int = 600, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <overrides>` from the repo root; fails the test with its output on error."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{module} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
