@@ -103,9 +103,17 @@ def test_sam2_0_configs_build():
 
 
 def test_checkpoint_round_trip(tiny_backbone, tmp_path, caplog, capsys):
+    # Random init is seeded (the same in every process), so the saved model is perturbed first: loading
+    # must then reproduce the perturbed weights, not the default random ones.
+    saved = SAM2Backbone("hiera_t", image_size=128, device="cpu")
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in saved.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
     path = tmp_path / "tiny.pt"
-    torch.save({"model": tiny_backbone.model.state_dict()}, path)
+    torch.save({"model": saved.model.state_dict()}, path)
     capsys.readouterr()
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
         loaded = SAM2Backbone("hiera_t", checkpoint=str(path), image_size=128, device="cpu")
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
@@ -115,12 +123,11 @@ def test_checkpoint_round_trip(tiny_backbone, tmp_path, caplog, capsys):
     assert len(meta["checkpoint_sha256"]) == 64 and not meta["random_weights"]
     frame = toy_video(1)[0][0]
     masks = torch.from_numpy(toy_video(1)[1][0] == 7)[None]
-    a, b = tiny_backbone.encode(frame), loaded.encode(frame)
+    a, b = saved.encode(frame), loaded.encode(frame)
     torch.testing.assert_close(a.maps[0], b.maps[0], rtol=0, atol=0)
-    torch.testing.assert_close(tiny_backbone.pool(a, masks), loaded.pool(b, masks), rtol=0, atol=0)
-    # a fresh random model differs (the round trip is not vacuous)
-    other = SAM2Backbone("hiera_t", image_size=128, device="cpu")
-    assert not torch.allclose(other.encode(frame).maps[0], a.maps[0])
+    torch.testing.assert_close(saved.pool(a, masks), loaded.pool(b, masks), rtol=0, atol=0)
+    # the default random model differs (the round trip is not vacuous)
+    assert not torch.allclose(tiny_backbone.encode(frame).maps[0], a.maps[0])
 
 
 def test_mismatched_checkpoint_names_both(tiny_backbone, tmp_path):
@@ -176,3 +183,14 @@ def test_importing_sam2_leaves_hydra_main_working(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "ok 1" in out.stdout
+
+
+def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone(tiny_backbone):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    other = SAM2Backbone("hiera_t", image_size=tiny_backbone.image_size, device="cpu")
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG stream is untouched
+    mine, theirs = tiny_backbone.model.state_dict(), other.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
@@ -101,15 +100,12 @@ def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
 
     from isam2.masklets.generator import build_masklet_source
 
-    # Random-weight runs (checkpoint=null, recorded as "random" in the config hash) must still give the
-    # same store in every process and on every rerun, so the initialisation is seeded.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        backbone = instantiate(cfg.sam2)
+    backbone = instantiate(cfg.sam2)  # seeded when random, so every rank and rerun gets the same weights
+    source = build_masklet_source(cfg.masklets, backbone)  # sets the pooling levels, hence feature_dim
     write_json(
-        path / "backbone.json", {"metadata": backbone.metadata(), "feature_dim": int(backbone.feature_dim)}
+        path / "backbone.json", {"metadata": backbone.metadata(), "feature_dim": int(source.feature_dim)}
     )
-    return backbone, build_masklet_source(cfg.masklets, backbone)
+    return backbone, source
 
 
 # ----------------------------------------------------------------------------- process coordination

@@ -272,7 +272,12 @@ class SAM2Backbone:
             if att in m.memory_attention.layer:
                 m.memory_attention.layer[att].feat_sizes = [grid, grid]
         OmegaConf.resolve(cfg)
-        model = instantiate(cfg.model, _recursive_=True)
+        # Random weights (checkpoint=null) must be the same in every process and on every rerun, or a
+        # store's features would depend on who built it: initialise under a fixed seed, leaving the
+        # caller's RNG untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = instantiate(cfg.model, _recursive_=True)
 
         self.checkpoint = None if checkpoint in (None, "", "null") else Path(checkpoint).expanduser()
         if self.checkpoint is None:
