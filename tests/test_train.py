@@ -116,3 +116,107 @@ def test_evaluate_refuses_a_checkpoint_for_another_class_count(straight_run, sha
 
 
 assert TINY_DATA.num_test >= 2  # the sharding tests need at least two test videos
+
+
+# ---- issue 5: the evaluation table (I-SAM2, I-SAM2_base, base, SAM2-refiner), coverage, DDP, bad input
+
+
+def _eval_overrides(tmp_path, shared):
+    keep = ("data", "sam2", "paths", "hydra")
+    return [o for o in tiny_overrides(tmp_path, shared) if o.split("=")[0].split(".")[0] in keep]
+
+
+def _miou_brute_force(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int = 124) -> float:
+    """Mean IoU over classes present in GT, from per-class pixel counts (DESIGN.md section 4)."""
+    p, g = np.concatenate([x.ravel() for x in preds]).astype(int), np.concatenate([x.ravel() for x in gts])
+    p, g = p[g != 255], g[g != 255].astype(int)
+    ious = []
+    for c in np.unique(g):
+        inter = np.sum((p == c) & (g == c))
+        ious.append(inter / (np.sum(g == c) + np.sum(p == c) - inter))
+    return float(np.mean(ious))
+
+
+@pytest.fixture(scope="module")
+def evaluated_with_base(straight_run, shared, tmp_path_factory):
+    from tests.noisy import write_noisy_base
+
+    tmp = tmp_path_factory.mktemp("eval_base")
+    test = VSPW(shared / "data", "test")
+    base_dir = write_noisy_base(test, tmp / "base", seed=3)
+    ckpt = json.loads((straight_run[0] / "metrics.json").read_text())["checkpoint"]
+    args = [
+        *_eval_overrides(tmp, shared),
+        "data.split=test",
+        f"ckpt_path={ckpt}",
+        f"base_pred_dir={base_dir}",
+    ]
+    return tmp, base_dir, args, run_cli("isam2.evaluate", args)
+
+
+def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shared):
+    from isam2.masklets.store import MaskletStore
+    from tests.test_segment import _refine_brute_force
+
+    tmp, base_dir, _, proc = evaluated_with_base
+    metrics = json.loads((tmp / "run" / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"I-SAM2", "I-SAM2_base", "base", "SAM2-refiner"}
+    for name in metrics["methods"]:
+        assert name in proc.stdout
+    test = VSPW(shared / "data", "test")
+    gts = [v.load_masks() for v in test]
+    bases = [
+        np.stack([np.asarray(Image.open(base_dir / v.id / f"{n}.png")) for n in v.frame_names]) for v in test
+    ]
+    (store_path,) = {
+        p.parent for p in (shared / "stores").rglob("manifest.json") if "-test-" in p.parent.name
+    }
+    store = MaskletStore(store_path)
+    refined = [_refine_brute_force(b, store.id_maps(v.id)) for b, v in zip(bases, test)]
+    rows = metrics["methods"]
+    assert rows["base"]["miou"] == pytest.approx(_miou_brute_force(bases, gts), abs=1e-9)
+    assert rows["SAM2-refiner"]["miou"] == pytest.approx(_miou_brute_force(refined, gts), abs=1e-9)
+    # I-SAM2 leaves uncovered pixels void (always wrong there); the base fill-in changes only those pixels
+    assert rows["I-SAM2"]["acc_outside"] in (0.0, None)
+    assert rows["I-SAM2_base"]["acc_inside"] == pytest.approx(rows["I-SAM2"]["acc_inside"], abs=1e-12)
+    assert 0 < rows["I-SAM2"]["coverage"] <= 1
+    assert metrics["method"] == "I-SAM2" and metrics["miou"] == rows["I-SAM2"]["miou"]
+
+
+def test_evaluate_two_processes_equal_one(evaluated_with_base, tmp_path):
+    tmp, _, args, _ = evaluated_with_base
+    args = [a if not a.startswith("hydra.run.dir=") else f"hydra.run.dir={tmp_path}/run" for a in args]
+    run_cli("isam2.evaluate", [*args, "trainer=ddp_cpu"])
+    one = json.loads((tmp / "run" / "metrics.json").read_text())["methods"]
+    two = json.loads((tmp_path / "run" / "metrics.json").read_text())["methods"]
+    for name in one:
+        assert scalar_metrics(two[name]) == pytest.approx(scalar_metrics(one[name]), abs=1e-9)
+
+
+@pytest.mark.parametrize("damage", ["missing", "wrong_size"])
+def test_evaluate_names_a_bad_base_prediction(evaluated_with_base, tmp_path, damage):
+    import shutil
+
+    _, base_dir, args, _ = evaluated_with_base
+    broken = shutil.copytree(base_dir, tmp_path / "base")
+    victim = sorted(broken.rglob("*.png"))[2]
+    if damage == "missing":
+        victim.unlink()
+    else:
+        Image.fromarray(np.zeros((10, 12), np.uint8)).save(victim)
+    args = [a for a in args if not a.startswith(("base_pred_dir=", "hydra.run.dir="))]
+    proc = run_cli(
+        "isam2.evaluate", [*args, f"base_pred_dir={broken}", f"hydra.run.dir={tmp_path}/run"], check=False
+    )
+    assert proc.returncode == 2
+    assert f"{victim.parent.name}/{victim.name}" in proc.stderr or str(victim) in proc.stderr
+
+
+def test_a_store_of_another_split_is_refused(straight_run, shared):
+    from isam2.data.datamodule import VideoBatches
+    from isam2.errors import ISAM2Error
+    from isam2.masklets.store import MaskletStore
+
+    (val_store,) = {p.parent for p in (shared / "stores").rglob("manifest.json") if "-val-" in p.parent.name}
+    with pytest.raises(ISAM2Error, match="built from split 'val'.*split 'test'"):
+        VideoBatches(MaskletStore(val_store), VSPW(shared / "data", "test"))

@@ -117,14 +117,27 @@ class RowBatches(Dataset):
         }
 
 
+def check_store_matches(store: Any, dataset: Any) -> None:
+    """Refuse a masklet store built from another split or dataset root than the one being evaluated."""
+    manifest = getattr(store, "manifest", None) or {}
+    built = (manifest.get("split"), (manifest.get("dataset") or {}).get("root"))
+    wanted = (dataset.split, str(Path(dataset.root).resolve()))
+    if built[0] is not None and (built[0] != wanted[0] or Path(str(built[1])).resolve() != Path(wanted[1])):
+        raise ISAM2Error(
+            f"masklet store {getattr(store, 'path', '?')} was built from split {built[0]!r} of {built[1]}, "
+            f"but split {wanted[0]!r} of {wanted[1]} was requested; use the store of that split"
+        )
+
+
 class VideoBatches(Dataset):
     """One whole video per item: its rows' vectors and targets, id maps (local rows), GT masks, and,
-    with `base_pred_dir`, the base predictions used as fill."""
+    with `base_pred_dir`, the base segmentor's predictions (`base`: fill-in, the base row, the refiner)."""
 
     def __init__(
         self, store: Any, dataset: Any, base_pred_dir: str | os.PathLike | None = None, preview: bool = True
     ):
         self.store, self.base_pred_dir, self.preview = store, base_pred_dir, preview
+        check_store_matches(store, dataset)
         self.video_ids = store.videos()
         by_id = {v.id: v for v in dataset.videos}
         missing = [v for v in self.video_ids if v not in by_id]
@@ -134,6 +147,10 @@ class VideoBatches(Dataset):
                 f"lacks, e.g. {missing[0]!r}; rebuild the store with force=true"
             )
         self.videos = [by_id[v] for v in self.video_ids]
+        if base_pred_dir is not None:
+            from isam2.data.predictions import check_predictions
+
+            check_predictions(base_pred_dir, self.videos)  # every frame present, right size: fail before work
 
     def sizes(self) -> list[int]:
         return [len(v) for v in self.videos]
@@ -166,10 +183,11 @@ class VideoBatches(Dataset):
         if self.base_pred_dir is not None:
             from isam2.data.predictions import read_prediction
 
-            base = Path(self.base_pred_dir) / video_id
-            item["fill"] = torch.from_numpy(
-                np.stack([read_prediction(base / f"{name}.png", gt.shape[1:]) for name in video.frame_names])
-            )
+            folder = Path(self.base_pred_dir) / video_id
+            base = np.stack([read_prediction(folder / f"{n}.png", gt.shape[1:]) for n in video.frame_names])
+            if base.dtype != np.uint8:
+                raise ISAM2Error(f"base predictions in {folder} are not 8-bit label PNGs (uint8 train ids)")
+            item["base"] = torch.from_numpy(base)
         if self.preview:
             item["preview"] = torch.from_numpy(video.load_frame(0))
         return item

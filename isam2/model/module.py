@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
 from isam2.errors import ISAM2Error
+from isam2.metrics.coverage import MaskletCoverage
 from isam2.model.head import MLPHead
+from isam2.segment.methods import METHOD_NAMES
 
 IGNORE = 255
 CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
@@ -53,7 +55,7 @@ class MaskletClassifier(pl.LightningModule):
 
     Train batches: dict(features [B,d], label [B] uint8/int, purity [B] f32). Validation/test batches: one
     video, dict(video, frame_names, features [n,d], label, purity, track, frame, id_maps [T,H,W] (local
-    rows, -1 = none), gt [T,H,W] uint8, optional fill [T,H,W] uint8). `optimizer`/`scheduler` are Hydra
+    rows, -1 = none), gt [T,H,W] uint8, optional base [T,H,W] uint8: a base segmentor's predictions). `optimizer`/`scheduler` are Hydra
     configs with `_partial_: true`. SAM2 is not part of this module, so checkpoints hold only the head.
     """
 
@@ -106,7 +108,10 @@ class MaskletClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
         self.val_metrics = self._video_metrics()
-        self.test_metrics = self._video_metrics()
+        # one set per method of the paper's tables; those needing a base run only when one is given
+        self.test_metrics = torch.nn.ModuleDict({k: self._video_metrics() for k in METHOD_NAMES})
+        self.test_coverage = torch.nn.ModuleDict({k: MaskletCoverage() for k in METHOD_NAMES})
+        self._test_methods: tuple[str, ...] = ("isam2",)
         self.prediction_dir: Path | None = None  # set by the caller: test predictions are written there
         self.test_results: dict[str, Any] | None = None
 
@@ -178,37 +183,51 @@ class MaskletClassifier(pl.LightningModule):
         return loss
 
     # ---- whole-video evaluation ------------------------------------------------------------------------
-    def predict_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [n,C], painted semantic maps [T,H,W] uint8) of one video batch."""
-        from isam2.segment.compose import paint, track_vote
+    @property
+    def primary_method(self) -> str:
+        """The method whose maps are written and logged: I-SAM2, or I-SAM2_base with segment.fill=base."""
+        return "isam2_base" if self.hparams.segment["fill"] == "base" else "isam2"
+
+    def classify_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [n,C], class per row [n]) of one video, with per-track voting when configured."""
+        from isam2.segment.compose import track_vote
 
         logits = self.masklet_logits(batch["features"])
         segment = self.hparams.segment
         if segment["track_vote"]:
             probs = track_vote(logits.float().softmax(-1), batch["track"], batch["frame"], segment["window"])
-            row_class = probs.argmax(-1)
-        else:
-            row_class = logits.argmax(-1)
-        fill = batch.get("fill") if segment["fill"] == "base" else None
-        if segment["fill"] == "base" and fill is None:
-            raise ISAM2Error("segment.fill=base needs base_pred_dir=<dir of base predictions>")
-        return logits, paint(row_class, batch["id_maps"], fill)
+            return logits, probs.argmax(-1)
+        return logits, logits.argmax(-1)
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
-        logits, pred = self.predict_video(batch)
+    def predict_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits [n,C], semantic maps [T,H,W] uint8 per method key) of one video batch."""
+        from isam2.segment.methods import method_predictions
+
+        if self.primary_method == "isam2_base" and batch.get("base") is None:
+            raise ISAM2Error("segment.fill=base needs base_pred_dir=<dir of base predictions>")
+        logits, row_class = self.classify_video(batch)
+        return logits, method_predictions(row_class, batch["id_maps"], batch.get("base"))
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> dict[str, torch.Tensor]:
+        logits, preds = self.predict_video(batch)
         target = self._targets(batch["label"], batch["purity"])
         n = max(int((target != IGNORE).sum()), 1)
         self.log(f"{stage}/loss", self._loss(logits, target, batch["purity"]), batch_size=n, sync_dist=True)
         if stage == "val":
             self.val_acc(logits, target)
             self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
-        (self.val_metrics if stage == "val" else self.test_metrics).update(pred, batch["gt"])
-        return pred
+            self.val_metrics.update(preds[self.primary_method], batch["gt"])
+        else:
+            covered = batch["id_maps"] >= 0
+            for key in self._test_methods:
+                self.test_metrics[key].update(preds[key], batch["gt"])
+                self.test_coverage[key].update(preds[key], batch["gt"], covered)
+        return preds
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        pred = self._eval_step(batch, "val")
+        preds = self._eval_step(batch, "val")
         if batch_idx == 0 and "preview" in batch:
-            self._log_preview(batch, pred)
+            self._log_preview(batch, preds[self.primary_method])
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()  # already reduced over ranks: the same value everywhere
@@ -216,18 +235,31 @@ class MaskletClassifier(pl.LightningModule):
         for key in ("miou", "fwiou"):
             self.log(f"val/{key}", float(results[key]), prog_bar=key == "miou")
 
+    def on_test_epoch_start(self) -> None:
+        # The same on every rank (a rank may get no video), so the metric syncs line up.
+        has_base = getattr(self.trainer.datamodule, "base_pred_dir", None) is not None
+        self._test_methods = tuple(METHOD_NAMES) if has_base else ("isam2",)
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        pred = self._eval_step(batch, "test")
+        preds = self._eval_step(batch, "test")
         if self.prediction_dir is not None:
             from isam2.data.predictions import write_prediction
 
-            frames = pred.cpu().numpy()
+            frames = preds[self.primary_method].cpu().numpy()
             for name, frame in zip(batch["frame_names"], frames):
                 write_prediction(Path(self.prediction_dir) / batch["video"] / f"{name}.png", frame)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self.test_metrics.compute()
-        self.test_metrics.reset()
+        methods = {}
+        for key in self._test_methods:
+            methods[METHOD_NAMES[key]] = {
+                **self.test_metrics[key].compute(),
+                **self.test_coverage[key].compute(),
+            }
+            self.test_metrics[key].reset()
+            self.test_coverage[key].reset()
+        primary = METHOD_NAMES[self.primary_method]
+        self.test_results = {**methods[primary], "method": primary, "methods": methods}
         for key in ("miou", "fwiou", "mbiou", "mvc8", "mvc16"):
             value = self.test_results.get(key)
             if value is not None and np.isfinite(float(value)):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from isam2.errors import ISAM2Error
+from isam2.files import write_json
 
 ROLES = ("train", "val", "test")
 DEMO_NOTE = (
@@ -20,14 +20,6 @@ DEMO_NOTE = (
     "(masklets=gt): a smoke-scale demo whose numbers say nothing about SAM2. With a real checkpoint: "
     "python -m isam2.train experiment=vspw_isam2 sam2.checkpoint=<sam2.1_hiera_tiny.pt> data.root=<VSPW_480p>"
 )
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-    os.replace(tmp, path)
 
 
 def use_wandb_offline_without_key() -> None:
@@ -107,18 +99,47 @@ def run_metadata(cfg: DictConfig, stores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_rank_zero(trainer: Any) -> bool:
-    return trainer.global_rank == 0
+def coverage_lines(methods: dict[str, dict[str, Any]]) -> str:
+    """Masklet coverage of the GT pixels and each method's accuracy inside versus outside the masklets."""
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    first = next(iter(methods.values()))
+    lines = [
+        f"masklets cover {pct(first.get('coverage'))}% of the valid GT pixels; pixel accuracy inside / outside:"
+    ]
+    lines += [
+        f"  {name}: {pct(m.get('acc_inside'))}% / {pct(m.get('acc_outside'))}%" for name, m in methods.items()
+    ]
+    return "\n".join(lines)
 
 
-def report(
-    cfg: DictConfig, out_dir: Path, results: dict[str, Any], row_name: str, class_names: list[str]
-) -> str:
-    """Write metrics.json and return the paper-style table."""
+def test_and_report(
+    cfg: DictConfig,
+    trainer: Any,
+    model: Any,
+    datamodule: Any,
+    stores: dict[str, Any],
+    class_names: list[str],
+    ckpt_path: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Train's test stage, shared by isam2.evaluate: paint and score the test split (DDP-exact), write the
+    prediction PNGs, then on rank zero metrics.json, metadata.json and the paper-style table."""
     from isam2.metrics import format_table
 
-    write_json_atomic(out_dir / "metrics.json", results)
-    return format_table({row_name: results}, class_names=class_names)
+    out_dir = Path(cfg.paths.output_dir)
+    model.prediction_dir = out_dir / "predictions"
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    results = {**(model.test_results or {}), **extra}
+    if trainer.global_rank == 0:
+        write_json(out_dir / "metadata.json", run_metadata(cfg, stores))
+        write_json(out_dir / "metrics.json", results)
+        print(format_table(results["methods"], class_names=class_names), flush=True)
+        print(coverage_lines(results["methods"]), flush=True)
+        print(f"run directory: {out_dir}", flush=True)
+    return results
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -135,7 +156,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
         )
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    out_dir = Path(cfg.paths.output_dir)
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         print(DEMO_NOTE, flush=True)
     stores, datasets = open_stores_and_datasets(cfg, _split_names(cfg))
@@ -144,7 +164,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stores=stores,
         datasets=datasets,
         seed=int(cfg.seed),
-        base_pred_dir=cfg.base_pred_dir if cfg.segment.fill == "base" else None,
+        base_pred_dir=cfg.get("base_pred_dir"),
     )
     model = instantiate(
         cfg.model,
@@ -160,18 +180,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ISAM2Error(f"ckpt_path={cfg.ckpt_path} is not a file")
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    model.prediction_dir = out_dir / "predictions"
-    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    results = dict(model.test_results or {})
-    if _is_rank_zero(trainer):
-        results["checkpoint"] = best or None
-        write_json_atomic(out_dir / "metadata.json", run_metadata(cfg, stores))
-        table = report(
-            cfg, out_dir, results, f"{cfg.data.name}/{cfg.data.test_split}", datasets["test"].class_names
-        )
-        print(table, flush=True)
-        print(f"run directory: {out_dir}", flush=True)
-    return results
+    return test_and_report(
+        cfg,
+        trainer,
+        model,
+        datamodule,
+        stores,
+        datasets["test"].class_names,
+        best or None,
+        checkpoint=best or None,
+    )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -183,7 +201,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
         raise ISAM2Error(f"ckpt_path={ckpt} is not a file")
-    out_dir = Path(cfg.paths.output_dir)
     stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
     if overrides.get("fill") == "base" and not cfg.get("base_pred_dir"):
@@ -200,22 +217,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         segment={**hparams.get("segment", {}), **overrides},
         metrics=OmegaConf.to_container(cfg.metrics, resolve=True),
     )
-    model.prediction_dir = out_dir / "predictions"
     datamodule = instantiate(
         cfg.datamodule,
         stores=stores,
         datasets=datasets,
         seed=int(cfg.seed),
-        base_pred_dir=cfg.base_pred_dir if model.hparams.segment["fill"] == "base" else None,
+        base_pred_dir=cfg.get("base_pred_dir"),
     )
     trainer = build_trainer(cfg, with_callbacks=False)
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    results = {**(model.test_results or {}), "checkpoint": str(ckpt)}
-    if _is_rank_zero(trainer):
-        write_json_atomic(out_dir / "metadata.json", run_metadata(cfg, stores))
-        print(
-            report(cfg, out_dir, results, f"{cfg.data.name}/{cfg.data.split}", datasets["test"].class_names),
-            flush=True,
-        )
-        print(f"run directory: {out_dir}", flush=True)
-    return results
+    return test_and_report(
+        cfg, trainer, model, datamodule, stores, datasets["test"].class_names, checkpoint=str(ckpt)
+    )
