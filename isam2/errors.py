@@ -14,6 +14,10 @@ class ISAM2Error(Exception):
     """Bad input or a bad setting. The message names the file or setting; no traceback is shown."""
 
 
+class ConfigError(ISAM2Error, ValueError):
+    """A setting (a Hydra override) has a value the code cannot use; the message names the setting."""
+
+
 def user_errors_exit(fn: F) -> F:
     """Run an entry point; an ISAM2Error prints `error: <message>` on stderr and exits with status 2."""
 

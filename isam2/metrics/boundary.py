@@ -5,12 +5,15 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from isam2.errors import ConfigError
 from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair, per_frame_counts
 
 
 def check_width(width: int) -> int:
     if int(width) < 1 or int(width) % 2 == 0:
-        raise ValueError(f"boundary_width must be an odd positive window side (5 = 5x5), got {width}")
+        raise ConfigError(
+            f"metrics.boundary_width must be an odd positive window side (5 = 5x5), got {width}"
+        )
     return int(width)
 
 

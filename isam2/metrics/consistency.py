@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from isam2.errors import ConfigError
 from isam2.metrics.labels import NONE, label_pair, per_frame_counts
 
 VC_PROTOCOLS = ("cffm", "vspw", "paper")
@@ -15,14 +16,14 @@ CFFM_MIN_FRAMES = 16  # the CFFM/MRCFA/TV3S scripts skip videos with <= 16 frame
 
 def check_protocol(protocol: str) -> str:
     if protocol not in VC_PROTOCOLS:
-        raise ValueError(f"vc_protocol must be one of {VC_PROTOCOLS}, got {protocol!r}")
+        raise ConfigError(f"metrics.vc_protocol must be one of {VC_PROTOCOLS}, got {protocol!r}")
     return protocol
 
 
 def check_lengths(lengths: Sequence[int]) -> tuple[int, ...]:
     out = tuple(int(n) for n in lengths)
     if not out or any(n < 1 for n in out) or len(set(out)) != len(out):
-        raise ValueError(f"vc_lengths must be distinct positive window lengths, got {list(lengths)}")
+        raise ConfigError(f"metrics.vc_lengths must be distinct positive window lengths, got {list(lengths)}")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from isam2.errors import ConfigError
 from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair
 
 MIOU_CLASS_SETS = ("gt", "union")
@@ -12,7 +13,7 @@ MIOU_CLASS_SETS = ("gt", "union")
 
 def check_class_set(classes: str) -> str:
     if classes not in MIOU_CLASS_SETS:
-        raise ValueError(f"miou_classes must be one of {MIOU_CLASS_SETS}, got {classes!r}")
+        raise ConfigError(f"metrics.miou_classes must be one of {MIOU_CLASS_SETS}, got {classes!r}")
     return classes
 
 

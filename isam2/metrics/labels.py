@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from isam2.errors import ConfigError
+
 NONE = 255  # "no prediction" / void ground truth
 # Why uint8 codes: on CPU, torch compares a tensor with a Python scalar ~10x slower than with another
 # tensor, and counts (count_nonzero) ~5x slower than numpy. The metrics therefore work on uint8 maps and
@@ -14,7 +16,7 @@ NONE = 255  # "no prediction" / void ground truth
 def check_num_classes(num_classes: int) -> int:
     """Classes are 0..C-1 with C <= 254, so 255 (none) and 254 (other invalid values) stay outside [0, C)."""
     if not 1 <= int(num_classes) <= 254:
-        raise ValueError(f"num_classes must be in [1, 254], got {num_classes}")
+        raise ConfigError(f"data.num_classes must be in [1, 254], got {num_classes}")
     return int(num_classes)
 
 
