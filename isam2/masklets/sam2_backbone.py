@@ -24,6 +24,7 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -306,7 +307,10 @@ class SAM2Backbone:
     def _resolve_device(device: str | torch.device) -> torch.device:
         name = str(device)
         if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            if not torch.cuda.is_available():
+                return torch.device("cpu")
+            # one GPU per process under DDP / torchrun / srun: the launcher's local rank picks it
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
         try:
             dev = torch.device(name)
         except RuntimeError:
