@@ -70,3 +70,22 @@ def test_default_train_config_is_the_demo_and_instantiates():
     assert type(opt["optimizer"]).__name__ == "AdamW"
     pipeline = instantiate(cfg.data.augment)
     assert type(pipeline).__name__ == "Compose"
+
+
+ENTRY_POINTS = sorted(p.stem for p in CONF.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", ENTRY_POINTS)
+def test_every_entry_point_config_composes_and_resolves(config):
+    required = {
+        "score": ["pred_dir=/tmp/p"],
+        "refine": ["base_pred_dir=/tmp/b"],
+        "evaluate": ["ckpt_path=/tmp/c"],
+    }
+    cfg = _compose(config, ["paths.output_dir=/tmp/x", *required.get(config, [])])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["task_name"] == config and resolved["data"]["num_classes"] == 124
+
+
+def test_entry_points_are_the_documented_five():
+    assert set(ENTRY_POINTS) == {"train", "evaluate", "extract", "score", "refine"}
