@@ -45,7 +45,6 @@ def _run(tmp, root, base_dir, *extra):
         f"output_dir={tmp / 'out'}",
         f"paths.root_dir={tmp}",
         f"hydra.run.dir={tmp / 'run'}",
-       
         *extra,
     ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -99,6 +99,27 @@ def run_metadata(cfg: DictConfig, stores: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def require_base_if_filling(fill: str | None, cfg: DictConfig) -> None:
+    """segment.fill=base paints uncovered pixels from a base segmentor: its predictions must be given."""
+    if fill == "base" and not cfg.get("base_pred_dir"):
+        raise ISAM2Error(
+            "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
+        )
+
+
+def build_datamodule(cfg: DictConfig, stores: dict[str, Any], datasets: dict[str, Any]) -> Any:
+    """The data module of cfg.datamodule over the opened stores; base predictions load when given."""
+    from hydra.utils import instantiate
+
+    return instantiate(
+        cfg.datamodule,
+        stores=stores,
+        datasets=datasets,
+        seed=int(cfg.seed),
+        base_pred_dir=cfg.get("base_pred_dir"),
+    )
+
+
 def coverage_lines(methods: dict[str, dict[str, Any]]) -> str:
     """Masklet coverage of the GT pixels and each method's accuracy inside versus outside the masklets."""
 
@@ -151,21 +172,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
-    if cfg.segment.fill == "base" and not cfg.get("base_pred_dir"):
-        raise ISAM2Error(
-            "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
-        )
+    require_base_if_filling(cfg.segment.fill, cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         print(DEMO_NOTE, flush=True)
     stores, datasets = open_stores_and_datasets(cfg, _split_names(cfg))
-    datamodule = instantiate(
-        cfg.datamodule,
-        stores=stores,
-        datasets=datasets,
-        seed=int(cfg.seed),
-        base_pred_dir=cfg.get("base_pred_dir"),
-    )
+    datamodule = build_datamodule(cfg, stores, datasets)
     model = instantiate(
         cfg.model,
         num_classes=int(cfg.data.num_classes),
@@ -194,7 +206,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a trained head (cfg.ckpt_path) on cfg.data.split with exactly train's test stage."""
-    from hydra.utils import instantiate
 
     from isam2.model.module import MaskletClassifier, check_compatible
 
@@ -203,10 +214,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ISAM2Error(f"ckpt_path={ckpt} is not a file")
     stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
-    if overrides.get("fill") == "base" and not cfg.get("base_pred_dir"):
-        raise ISAM2Error(
-            "segment.fill=base needs base_pred_dir=<dir with <video>/<frame>.png base predictions>"
-        )
+    require_base_if_filling(overrides.get("fill"), cfg)
     import torch
 
     hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
@@ -217,13 +225,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         segment={**hparams.get("segment", {}), **overrides},
         metrics=OmegaConf.to_container(cfg.metrics, resolve=True),
     )
-    datamodule = instantiate(
-        cfg.datamodule,
-        stores=stores,
-        datasets=datasets,
-        seed=int(cfg.seed),
-        base_pred_dir=cfg.get("base_pred_dir"),
-    )
+    datamodule = build_datamodule(cfg, stores, datasets)
     trainer = build_trainer(cfg, with_callbacks=False)
     return test_and_report(
         cfg, trainer, model, datamodule, stores, datasets["test"].class_names, checkpoint=str(ckpt)
