@@ -152,7 +152,7 @@ def test_and_report(
 
     out_dir = Path(cfg.paths.output_dir)
     model.prediction_dir = out_dir / "predictions"
-    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     results = {**(model.test_results or {}), **extra}
     if trainer.global_rank == 0:
         write_json(out_dir / "metadata.json", run_metadata(cfg, stores))
@@ -190,7 +190,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise ISAM2Error(f"ckpt_path={cfg.ckpt_path} is not a file")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     return test_and_report(
         cfg,
@@ -222,6 +222,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = MaskletClassifier.load_from_checkpoint(
         ckpt,
         map_location="cpu",
+        weights_only=True,
         segment={**hparams.get("segment", {}), **overrides},
         metrics=OmegaConf.to_container(cfg.metrics, resolve=True),
     )
