@@ -70,6 +70,7 @@ class MLPHead(nn.Module):
         self.feature_std.copy_(std.float().clamp_min(eps))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # subtract and multiply by the reciprocal: a broadcast division is ~10x slower on CPU
-        x = (features.float() - self.feature_mean) * self.feature_std.reciprocal()
+        # (x - mean) / std as one fused multiply-add: a broadcast division is ~10x slower on CPU
+        scale = self.feature_std.reciprocal()
+        x = torch.addcmul(-self.feature_mean * scale, features.float(), scale)
         return self.mlp(x)
