@@ -139,3 +139,11 @@ def test_fit_on_toy_store_reaches_high_miou_and_checkpoint_has_only_the_head(toy
     other = MaskletClassifier(num_classes=10, feature_dim=16)
     with pytest.raises(ISAM2Error, match=r"124 classes and 16-dim.*10 classes and 16-dim"):
         other.on_load_checkpoint(state)
+
+
+def test_smoothed_loss_over_ignored_rows_equals_the_loss_over_the_kept_rows():
+    torch.manual_seed(1)
+    logits, target = torch.randn(6, 5), torch.tensor([0, 255, 4, 255, 2, 2])
+    got = _model(label_smoothing=0.1)._loss(logits, target, torch.ones(6))
+    kept = target != 255
+    assert torch.isclose(got, F.cross_entropy(logits[kept], target[kept], label_smoothing=0.1))

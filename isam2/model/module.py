@@ -157,6 +157,11 @@ class MaskletClassifier(pl.LightningModule):
         keep = target != IGNORE
         if not bool(keep.any()):
             return logits.sum() * 0.0  # keeps the graph (and DDP's gradient sync) alive
+        if self.hparams.class_weighting == "none" and not self.hparams.purity_weighting:
+            # unweighted: the fused kernel skips ignored rows itself (no masked copy of the logits)
+            return F.cross_entropy(
+                logits, target, ignore_index=IGNORE, label_smoothing=self.hparams.label_smoothing
+            )
         logits, target = logits[keep], target[keep]
         per_row = F.cross_entropy(
             logits, target, label_smoothing=self.hparams.label_smoothing, reduction="none"
