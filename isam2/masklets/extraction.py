@@ -11,6 +11,7 @@ others wait for manifest.json; a final barrier; every rank opens the store. A fa
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import traceback
@@ -95,12 +96,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
+@functools.lru_cache(maxsize=1)
+def _backbone(sam2_json: str) -> Any:
+    """The frozen SAM2 of a config, built once per process: train builds three stores with one model
+    (building it again would re-initialise or re-load, and re-hash, the checkpoint)."""
     from hydra.utils import instantiate
 
+    return instantiate(
+        json.loads(sam2_json)
+    )  # seeded when random: every rank and rerun gets the same weights
+
+
+def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
     from isam2.masklets.generator import build_masklet_source
 
-    backbone = instantiate(cfg.sam2)  # seeded when random, so every rank and rerun gets the same weights
+    backbone = _backbone(json.dumps(OmegaConf.to_container(cfg.sam2, resolve=True), sort_keys=True))
     source = build_masklet_source(cfg.masklets, backbone)  # sets the pooling levels, hence feature_dim
     write_json(
         path / "backbone.json", {"metadata": backbone.metadata(), "feature_dim": int(source.feature_dim)}
