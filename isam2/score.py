@@ -13,7 +13,8 @@ from isam2.errors import ISAM2Error, user_errors_exit
 @hydra.main(version_base="1.3", config_path="../conf", config_name="score")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
-    from isam2.metrics.scoring import launched_rank, score
+    from isam2.data.sharding import launched_rank
+    from isam2.metrics.scoring import score
 
     try:
         score(cfg)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -13,6 +15,30 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def launched_rank() -> int:
+    """This process's rank as set by the launcher (Lightning's DDP children, torchrun, SLURM), before any
+    process group exists; 0 otherwise."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(key, "0") or "0"
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
+
+def asks_for_several_processes(trainer_cfg: Mapping[str, Any]) -> bool:
+    """Whether a trainer config (`devices`, `num_nodes`) asks for more than one process: several nodes,
+    devices > 1, -1 (all), or a list / comma string of several device ids."""
+    if int(trainer_cfg.get("num_nodes", 1) or 1) > 1:
+        return True
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        return len(devices) > 1
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()]) > 1
+    return text == "-1" or (text.isdigit() and int(text) > 1)
 
 
 def shard_indices(sizes: Sequence[int], rank: int, world: int) -> list[int]:

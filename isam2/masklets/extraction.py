@@ -23,7 +23,7 @@ import numpy as np
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.data.sharding import rank_and_world, shard_indices
+from isam2.data.sharding import asks_for_several_processes, rank_and_world, shard_indices
 from isam2.errors import ISAM2Error
 from isam2.files import write_json
 from isam2.masklets.store import (
@@ -148,10 +148,10 @@ def _wait_for(path: Path, ready: Any) -> None:
 
 def _launcher_fabric(trainer_cfg: DictConfig) -> Any | None:
     """A Lightning Fabric for cfg.trainer when it asks for several processes, else None."""
+    if not asks_for_several_processes(trainer_cfg):
+        return None
     devices = trainer_cfg.get("devices", 1)
     num_nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
-    if num_nodes == 1 and str(devices) in ("1", "[0]", "None"):
-        return None
     from lightning.fabric import Fabric
 
     fabric = Fabric(

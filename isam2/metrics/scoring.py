@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,11 +11,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from isam2.data.predictions import prediction_path, read_prediction
-from isam2.data.sharding import VideoShardSampler
+from isam2.data.sharding import VideoShardSampler, asks_for_several_processes
 from isam2.errors import ISAM2Error
 from isam2.files import write_json
 from isam2.metrics.video import VideoSegmentationMetrics
@@ -106,32 +105,12 @@ def score_videos(
 # ------------------------------------------------------------------ the scorer behind `python -m isam2.score`
 
 
-def launched_rank() -> int:
-    """This process's rank as set by the launcher (Lightning's DDP children, torchrun, SLURM); 0 otherwise."""
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
-        value = os.environ.get(key, "0") or "0"
-        if value.isdigit() and int(value) != 0:
-            return int(value)
-    return 0
-
-
-def _wants_ddp(devices, num_nodes: int) -> bool:
-    if num_nodes > 1:
-        return True
-    if isinstance(devices, (list, tuple, ListConfig)):
-        return len(devices) > 1
-    text = str(devices).strip()
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()]) > 1
-    return text == "-1" or (text.isdigit() and int(text) > 1)
-
-
 def make_trainer(trainer_cfg: DictConfig):
     """The configured Lightning Trainer for scoring: no logger or checkpoints, our own sampler, ddp when >1 device."""
     from hydra.utils import instantiate
 
     strategy = trainer_cfg.get("strategy", "auto")
-    if strategy == "auto" and _wants_ddp(trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1))):
+    if strategy == "auto" and asks_for_several_processes(trainer_cfg):
         strategy = "ddp"
     return instantiate(
         trainer_cfg,
