@@ -1,9 +1,6 @@
 """`python -m isam2.refine` end to end: a noisy base gets better, and the PNGs equal an independent Eq. 1-2."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +11,7 @@ from isam2.data.synthetic import SyntheticConfig, generate
 from isam2.masklets.store import MaskletStore
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.train_helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -26,28 +22,14 @@ def refined(tmp_path_factory):
     )
     root = generate(tmp / "syn", cfg)
     base_dir = write_noisy_base(VSPW(root, "val"), tmp / "base", seed=1)
-    run = _run(tmp, root, base_dir)
-    assert run.returncode == 0, run.stderr[-3000:]
+    _run(tmp, root, base_dir)
     return tmp, root, base_dir
 
 
-def _run(tmp, root, base_dir, *extra):
-    cmd = [
-        sys.executable,
-        "-m",
-        "isam2.refine",
-        f"base_pred_dir={base_dir}",
-        "data=synthetic",
-        f"data.root={root}",
-        "data.split=val",
-        "masklets=gt",
-        "sam2.image_size=128",
-        f"output_dir={tmp / 'out'}",
-        f"paths.root_dir={tmp}",
-        f"hydra.run.dir={tmp / 'run'}",
-        *extra,
-    ]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+def _run(tmp, root, base_dir, *extra, check=True):
+    overrides = [f"base_pred_dir={base_dir}", "data=synthetic", f"data.root={root}", "data.split=val"]
+    overrides += ["masklets=gt", "sam2.image_size=128", f"output_dir={tmp / 'out'}", f"paths.root_dir={tmp}"]
+    return run_cli("isam2.refine", [*overrides, f"hydra.run.dir={tmp / 'run'}", *extra], check=check)
 
 
 def test_refiner_improves_a_noisy_base(refined):
@@ -77,6 +59,6 @@ def test_missing_base_prediction_is_named(refined, tmp_path):
     shutil.copytree(base_dir, broken)
     victim = sorted(broken.rglob("*.png"))[3]
     victim.unlink()
-    run = _run(tmp_path, root, broken)
+    run = _run(tmp_path, root, broken, check=False)
     assert run.returncode == 2
     assert f"{victim.parent.name}/{victim.name}" in run.stderr and "1 of" in run.stderr
