@@ -61,20 +61,17 @@ def test_encode_counts_and_shapes(tiny_backbone):
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # sam2's own transforms
 def test_same_features_as_sam2_own_forward(tiny_backbone):
     """Our preprocessing + encode equals sam2's SAM2ImagePredictor.set_image on the same frame."""
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from isam2.masklets.sam2_adapter import image_predictor, predictor_features
 
     frame = toy_video(1)[0][0]
-    pred = SAM2ImagePredictor(tiny_backbone.model)
-    S = tiny_backbone.image_size
-    pred._bb_feat_sizes = [(S // 4, S // 4), (S // 8, S // 8), (S // 16, S // 16)]
+    pred = image_predictor(tiny_backbone.model, tiny_backbone.image_size)
     with torch.inference_mode():
         pred.set_image(frame)
+    theirs = predictor_features(pred)
     ours = tiny_backbone.encode(frame).backbone_out
-    want = pred._features["image_embed"] - tiny_backbone.model.no_mem_embed.view(1, -1, 1, 1)
+    want = theirs["image_embed"] - tiny_backbone.model.no_mem_embed.view(1, -1, 1, 1)
     torch.testing.assert_close(ours["vision_features"], want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(
-        ours["backbone_fpn"][0], pred._features["high_res_feats"][0], rtol=1e-4, atol=1e-4
-    )
+    torch.testing.assert_close(ours["backbone_fpn"][0], theirs["high_res_feats"][0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [100, 0, "big"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pickle
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import isam2.masklets.extraction as extraction
+from isam2.masklets.generator import FrameMasklets
 from isam2.masklets.store import (
     ROW_DTYPES,
     MaskletStore,
@@ -22,6 +23,7 @@ from isam2.masklets.store import (
     store_folder,
     store_identity,
 )
+from isam2.masklets.timing import StageClock
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -65,7 +67,7 @@ def test_overlap_rule_matches_brute_force():
 # ----------------------------------------------------------------------------- a fake masklet source
 
 
-def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> SimpleNamespace:
+def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> FrameMasklets:
     """One masklet per GT class present, plus a left-half masklet overlapping them; features = mean colour."""
     h, w = frame.shape[:2]
     classes = [c for c in np.unique(gt) if c != 255] if gt is not None else []
@@ -78,12 +80,18 @@ def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> SimpleNames
     n = len(masks)
     scores = np.linspace(0.9, 0.5, n).astype(np.float32)
     features = np.stack([frame[m].mean(0) if m.any() else np.zeros(3) for m in masks]).astype(np.float32)
-    return SimpleNamespace(masks=masks, scores=scores, tracks=np.arange(n, dtype=np.int64), features=features)
+    return FrameMasklets(
+        masks=torch.from_numpy(masks),
+        scores=torch.from_numpy(scores),
+        tracks=torch.arange(n),
+        features=torch.from_numpy(features),
+    )
 
 
 class FakeSource:
     def __init__(self) -> None:
         self.videos_done = 0
+        self.clock = StageClock()
 
     def video(self, frames, gt):
         self.videos_done += 1

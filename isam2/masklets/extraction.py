@@ -15,11 +15,13 @@ import functools
 import json
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,57 +35,119 @@ from isam2.masklets.store import (
     config_hash,
     done_videos,
     finalize_store,
-    paint_id_map,
+    paint_ids,
     prepare_folder,
     store_folder,
     store_identity,
     write_video_shard,
 )
 from isam2.masklets.targets import masklet_targets
+from isam2.masklets.timing import StageClock
 
 POLL_SECONDS = 0.5
 
 
-def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
-    """All masklets of one video: rows in frame order (empty masklets dropped), targets, per-frame id maps."""
-    frames = video.load_frames()
-    gt = video.load_masks() if video.masks is not None else None
+def load_video(video: Any, clock: StageClock | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a video's frames [T,H,W,3] uint8 and GT train ids [T,H,W] (None without GT)."""
+    with (clock or StageClock())("decode"):
+        frames = video.load_frames()
+        gt = video.load_masks() if video.masks is not None else None
+    return frames, gt
+
+
+def frame_rows(
+    fm: Any, t: int, gt: torch.Tensor | None, first_row: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Frame t's store rows and its id map (local rows from `first_row`). Everything is computed where the
+    masks are (the GPU in a CUDA run); only the pooled vectors, the per-row numbers and the id map come back."""
+    masks = fm.masks
+    area = masks.flatten(1).sum(1)
+    keep = area > 0  # a lost object leaves an empty mask: it is not a masklet
+    masks, area = masks[keep], area[keep]
+    scores = fm.scores[keep].float()
+    features = fm.features[keep].to(torch.float16)
+    targets = masklet_targets(masks, gt)
+    id_map = paint_ids(masks, scores, first_row).to(torch.int32)
+    n = int(masks.shape[0])
+    rows = {
+        "features": features.cpu().numpy(),
+        "frame": np.full(n, t, np.int32),
+        "track": fm.tracks[keep].cpu().numpy().astype(np.int64),
+        "area": area.cpu().numpy().astype(np.int64),
+        "score": scores.cpu().numpy(),
+        "label": targets.label,
+        "purity": targets.purity,
+        "valid": targets.valid,
+    }
+    return rows, id_map.cpu().numpy()
+
+
+def extract_frames(
+    source: Any, video_id: str, frames: np.ndarray, gt: np.ndarray | None, progress: Any = None
+) -> VideoShard:
+    """All masklets of one decoded video: rows in frame order (empty masklets dropped), targets, id maps."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_ARRAYS}
     id_maps: list[np.ndarray] = []
     first_row = 0
     for t, fm in enumerate(source.video(frames, gt)):
-        masks = np.asarray(fm.masks, dtype=bool)
-        area = masks.reshape(len(masks), -1).sum(axis=1).astype(np.int64)
-        keep = area > 0
-        masks, area = masks[keep], area[keep]
-        scores = np.asarray(fm.scores, dtype=np.float32)[keep]
-        features = np.asarray(fm.features, dtype=np.float32)[keep].astype(np.float16)
-        if masks.shape[1:] != frames.shape[1:3]:
+        if tuple(fm.masks.shape[1:]) != tuple(frames.shape[1:3]):
             raise ISAM2Error(
-                f"video {video.id!r} frame {t}: masklets are {masks.shape[1:]}, the frame is {frames.shape[1:3]}"
+                f"video {video_id!r} frame {t}: masklets are {tuple(fm.masks.shape[1:])}, "
+                f"the frame is {frames.shape[1:3]}"
             )
-        if not np.isfinite(features).all():
-            raise ISAM2Error(f"video {video.id!r} frame {t}: masklet features are not finite in fp16")
-        targets = masklet_targets(masks, None if gt is None else gt[t])
-        n = len(masks)
-        parts["features"].append(features)
-        parts["frame"].append(np.full(n, t, np.int32))
-        parts["track"].append(np.asarray(fm.tracks, dtype=np.int64)[keep])
-        parts["area"].append(area)
-        parts["score"].append(scores)
-        parts["label"].append(targets.label)
-        parts["purity"].append(targets.purity)
-        parts["valid"].append(targets.valid)
-        id_maps.append(paint_id_map(masks, scores, first_row))
+        gt_t = None if gt is None else torch.from_numpy(np.ascontiguousarray(gt[t])).to(fm.masks.device)
+        rows, id_map = frame_rows(fm, t, gt_t, first_row)
+        if not np.isfinite(rows["features"]).all():
+            raise ISAM2Error(f"video {video_id!r} frame {t}: masklet features are not finite in fp16")
+        n = len(rows["frame"])
+        for key in SHARD_ARRAYS:
+            parts[key].append(rows[key])
+        id_maps.append(id_map)
         first_row += n
         if progress is not None:
             progress.update(1)
             progress.set_postfix(masklets_per_frame=f"{n}")
     if len(id_maps) != len(frames):
         raise ISAM2Error(
-            f"the masklet source gave {len(id_maps)} frames for video {video.id!r} of {len(frames)} frames"
+            f"the masklet source gave {len(id_maps)} frames for video {video_id!r} of {len(frames)} frames"
         )
     return VideoShard(rows={k: np.concatenate(v) for k, v in parts.items()}, id_maps=id_maps)
+
+
+def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
+    """Decode one video and extract all its masklets (see `extract_frames`)."""
+    frames, gt = load_video(video, source.clock)
+    return extract_frames(source, video.id, frames, gt, progress)
+
+
+def extract_videos(source: Any, videos: list[Any], path: Path, progress: Any = None) -> None:
+    """Extract `videos` into shards of the store folder `path`, overlapping the device with the host: a
+    decode thread reads the next video while this one is on the device, and a writer thread compresses
+    and writes the previous video's shard. At most one video waits on each side, which bounds memory."""
+    if not videos:
+        return
+    clock = source.clock
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="isam2-decode") as decoder,
+        ThreadPoolExecutor(1, thread_name_prefix="isam2-write") as writer,
+    ):
+        loading = decoder.submit(load_video, videos[0], clock)
+        writing = None
+        for i, video in enumerate(videos):
+            frames, gt = loading.result()
+            if i + 1 < len(videos):
+                loading = decoder.submit(load_video, videos[i + 1], clock)
+            shard = extract_frames(source, video.id, frames, gt, progress)
+            del frames, gt
+            if writing is not None:
+                writing.result()  # raises the writer's error here, before more work is done
+            writing = writer.submit(_write_shard, path, video.id, shard, clock)
+        writing.result()
+
+
+def _write_shard(path: Path, video_id: str, shard: VideoShard, clock: StageClock) -> None:
+    with clock("write"):
+        write_video_shard(path, video_id, shard)
 
 
 def _versions() -> dict[str, str]:
@@ -253,9 +317,7 @@ def _extract_mine(
     with tqdm(
         total=sum(sizes[i] for i in todo), desc=desc, unit="frame", disable=not progress, position=rank
     ) as bar:
-        for i in todo:
-            video = dataset.videos[i]
-            write_video_shard(path, video.id, extract_video(source, video, bar))
+        extract_videos(source, [dataset.videos[i] for i in todo], path, bar)
 
 
 def _feature_dim(cfg: DictConfig, path: Path) -> int:
@@ -321,4 +383,4 @@ def format_summary(summary: dict[str, float]) -> str:
     )
 
 
-__all__ = ["ensure_store", "extract_video", "format_summary", "summarize"]
+__all__ = ["ensure_store", "extract_frames", "extract_video", "extract_videos", "format_summary", "summarize"]

@@ -2,31 +2,33 @@
 
 `build_masklet_source(cfg.masklets, backbone)` picks one by `masklets.source`:
 
-- `sam2` (`SAM2MaskletSource`): SAM2's automatic mask generator (AMG) on keyframes 0, window, 2*window, ...
+- `sam2` (`SAM2MaskletSource`): an automatic mask generator (AMG) on keyframes 0, window, 2*window, ...
   with sam2's own argument names and the paper's settings as defaults (points_per_side=16,
   pred_iou_thresh=0.6, stability_score_thresh=0.8, stability_score_offset=0.9, crop_n_layers=0); each
-  keyframe masklet seeds an object of SAM2's video predictor (`add_new_mask` semantics), which propagates it
-  through the rest of the window (`propagate_in_video(start=keyframe, max_frame_num_to_track=window-1)`).
-  `window=1` runs AMG on every frame. Track ids are unique within a video: a running counter over the
-  keyframe masklets (a masklet found again at the next keyframe starts a new track).
-  Keyframe masks are AMG's (full resolution, score = AMG's predicted IoU); propagated masks are the video
+  keyframe masklet seeds an object of SAM2's video memory, which propagates it through the rest of the
+  window. `window=1` runs AMG on every frame. Track ids are unique within a video: a running counter over
+  the keyframe masklets (a masklet found again at the next keyframe starts a new track).
+  Keyframe masks are AMG's (full resolution, score = its predicted IoU); propagated masks are the video
   predictor's logits > 0 at the original resolution (score = the decoder's predicted IoU of the mask it
   chose). Masklets smaller than `min_area` pixels (and always empty ones: lost objects) are left out.
+  Two engines, each with sam2's own as the reference (equal up to floating point, tested):
+  `amg=native` (`isam2.masklets.amg`, on the device, no RLE) or `sam2` (SAM2AutomaticMaskGenerator);
+  `propagation=batched` (all objects of a window in one track step per frame, `objects_per_batch` at a
+  time) or `per_object` (sam2's `propagate_in_video`, one object after another).
 - `gt` (`GTMaskletSource`): oracle masklets, connected components of each ground-truth class with at least
   `min_area` pixels (`isam2.masklets.oracle`); score 1.0; tracks linked by same-class IoU >= 0.5.
 
-ONE ENCODER FORWARD PER FRAME: every frame is encoded exactly once (`backbone.encode`), and those features
-serve AMG (injected into sam2's `SAM2ImagePredictor` instead of its own `set_image`), the video predictor
-(its `_get_image_feature` reads our per-window cache) and Eq. 3 pooling. Frames are streamed: a window's
-features live only until its frames are yielded.
+ONE ENCODER FORWARD PER FRAME: every frame is encoded exactly once, `frames_per_batch` frames per forward,
+and those features serve the AMG, the video memory and Eq. 3 pooling. A window's features live only until
+its frames are yielded.
 
-Every yielded `FrameMasklets` holds CPU tensors; a frame without masklets has n = 0 (normal).
+Every yielded `FrameMasklets` holds tensors on the backbone's device; a frame without masklets has n = 0
+(normal). The consumer copies back what it keeps (the store: pooled vectors, per-row numbers, id maps).
 """
 
 from __future__ import annotations
 
-import contextlib
-import warnings
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +37,13 @@ import numpy as np
 import torch
 
 from isam2.errors import ISAM2Error
+from isam2.masklets.amg import NativeMaskGenerator
 from isam2.masklets.oracle import gt_components, link_tracks
-from isam2.masklets.sam2_backbone import EncodedFrame, SAM2Backbone, import_sam2
+from isam2.masklets.sam2_adapter import InjectedImagePredictor, quiet_tqdm, stock_amg
+from isam2.masklets.sam2_backbone import EncodedFrame, SAM2Backbone
+from isam2.masklets.timing import StageClock
 
-import_sam2()
-
-from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator  # noqa: E402
-from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: E402
+log = logging.getLogger(__name__)
 
 SOURCES = ("sam2", "gt")
 # The paper's AMG settings (sam2 argument names) and our defaults for the rest.
@@ -56,13 +58,19 @@ SAM2_DEFAULTS: dict[str, Any] = {
     "crop_n_layers": 0,
     "min_area": 0,
     "offload_state_to_cpu": False,
+    "amg": "native",
+    "propagation": "batched",
+    "objects_per_batch": None,
+    "frames_per_batch": 8,
 }
-GT_DEFAULTS: dict[str, Any] = {"min_area": 16, "track_iou": 0.5}
+GT_DEFAULTS: dict[str, Any] = {"min_area": 16, "track_iou": 0.5, "frames_per_batch": 8}
+AMG_ENGINES = ("native", "sam2")
+PROPAGATION_ENGINES = ("batched", "per_object")
 
 
 @dataclass
 class FrameMasklets:
-    """The masklets of one frame. All CPU tensors; n may be 0."""
+    """The masklets of one frame, on the backbone's device; n may be 0."""
 
     masks: torch.Tensor  # [n, H, W] bool, original frame resolution
     scores: torch.Tensor  # [n] float32, predicted IoU (1.0 for ground truth)
@@ -73,12 +81,12 @@ class FrameMasklets:
         return int(self.masks.shape[0])
 
     @classmethod
-    def empty(cls, hw: tuple[int, int], dim: int) -> FrameMasklets:
+    def empty(cls, hw: tuple[int, int], dim: int, device: torch.device | str = "cpu") -> FrameMasklets:
         return cls(
-            masks=torch.zeros(0, *hw, dtype=torch.bool),
-            scores=torch.zeros(0, dtype=torch.float32),
-            tracks=torch.zeros(0, dtype=torch.int64),
-            features=torch.zeros(0, dim, dtype=torch.float32),
+            masks=torch.zeros(0, *hw, dtype=torch.bool, device=device),
+            scores=torch.zeros(0, dtype=torch.float32, device=device),
+            tracks=torch.zeros(0, dtype=torch.int64, device=device),
+            features=torch.zeros(0, dim, dtype=torch.float32, device=device),
         )
 
 
@@ -111,6 +119,41 @@ def _check_video(frames: np.ndarray, gt: np.ndarray | None) -> None:
         raise ISAM2Error(f"ground truth {gt.shape} does not match frames {frames.shape[:3]}")
 
 
+def _positive_int(settings: dict[str, Any], key: str) -> int:
+    try:
+        value = int(settings[key])
+        if value < 1:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ISAM2Error(f"masklets.{key}={settings[key]!r} must be an integer >= 1") from None
+    return value
+
+
+class WindowFeatures:
+    """The encoded frames of one clip: `get(i)` encodes frames i.. i+frames_per_batch-1 in one forward on first
+    use; `release(i)` frees frames <= i. Asking again for a released frame is a bug (a second forward)."""
+
+    def __init__(self, backbone: SAM2Backbone, clip: np.ndarray, frames_per_batch: int, clock: StageClock):
+        self.backbone, self.clip, self.batch, self.clock = backbone, clip, frames_per_batch, clock
+        self.cache: dict[int, EncodedFrame] = {}
+        self.next_unencoded = 0
+
+    def get(self, i: int) -> EncodedFrame:
+        if i not in self.cache:
+            if i < self.next_unencoded:
+                raise RuntimeError(f"frame {i} of the window was needed again after it was released")
+            stop = min(len(self.clip), i + self.batch)
+            with self.clock("encode"):
+                encoded = self.backbone.encode_batch(self.clip[i:stop])
+            self.cache.update(zip(range(i, stop), encoded))
+            self.next_unencoded = stop
+        return self.cache[i]
+
+    def release(self, upto: int) -> None:
+        for i in [i for i in self.cache if i <= upto]:
+            del self.cache[i]
+
+
 class MaskletSource:
     """Turns a video into per-frame masklets; see the module docstring."""
 
@@ -119,6 +162,8 @@ class MaskletSource:
     def __init__(self, backbone: SAM2Backbone, settings: dict[str, Any]):
         self.backbone = backbone
         self.settings = settings
+        self.frames_per_batch = _positive_int(settings, "frames_per_batch")
+        self.clock = StageClock()  # replace with an enabled one to time the stages
 
     @property
     def feature_dim(self) -> int:
@@ -132,16 +177,20 @@ class MaskletSource:
         raise NotImplementedError
 
     def _result(self, enc: EncodedFrame, masks: torch.Tensor, scores, tracks) -> FrameMasklets:
-        masks = torch.as_tensor(masks)
+        """Pool Eq. 3 for a frame's masks (on the device) and package them; nothing leaves the device."""
+        device = self.backbone.device
         n = int(masks.shape[0])
         if n == 0:
-            return FrameMasklets.empty(enc.orig_hw, self.feature_dim)
-        feats = self.backbone.pool(enc, masks)
+            return FrameMasklets.empty(enc.orig_hw, self.feature_dim, device)
+        masks = masks.to(device, torch.bool)
+        with self.clock("pool"):
+            feats = self.backbone.pool(enc, masks)
+        # clones leave inference mode: the consumer may use them anywhere
         return FrameMasklets(
-            masks=masks.to("cpu", torch.bool).clone(),
-            scores=torch.as_tensor(scores, dtype=torch.float32).reshape(n).cpu().clone(),
-            tracks=torch.as_tensor(tracks, dtype=torch.int64).reshape(n).cpu().clone(),
-            features=feats.to("cpu", torch.float32).clone(),
+            masks=masks.clone(),
+            scores=torch.as_tensor(scores).to(device, torch.float32).reshape(n).clone(),
+            tracks=torch.as_tensor(tracks).to(device, torch.int64).reshape(n).clone(),
+            features=feats.to(torch.float32).clone(),
         )
 
 
@@ -155,46 +204,17 @@ class GTMaskletSource(MaskletSource):
         min_area = int(self.settings["min_area"])
         prev = (np.zeros((0, *frames.shape[1:3]), bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
         next_track = 0
+        window = WindowFeatures(self.backbone, frames, self.frames_per_batch, self.clock)
         for t in range(len(frames)):
-            enc = self.backbone.encode(frames[t])
+            enc = window.get(t)
             masks, classes = gt_components(gt[t], min_area)
             tracks, next_track = link_tracks(
                 *prev, masks, classes, next_track, iou_thresh=float(self.settings["track_iou"])
             )
             prev = (masks, classes, tracks)
-            yield self._result(enc, torch.from_numpy(masks), np.ones(len(masks), np.float32), tracks)
-
-
-class _InjectedImagePredictor(SAM2ImagePredictor):
-    """sam2's image predictor whose `set_image` takes the features we already computed for the frame."""
-
-    def __init__(self, backbone: SAM2Backbone, **kwargs):
-        with warnings.catch_warnings():  # sam2's transforms use torch.jit.script (deprecated, harmless)
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            super().__init__(backbone.model, **kwargs)
-        S = backbone.image_size
-        self._bb_feat_sizes = [(S // 4, S // 4), (S // 8, S // 8), (S // 16, S // 16)]
-        self.isam2_backbone = backbone
-        self.isam2_frame: EncodedFrame | None = None
-
-    @torch.no_grad()
-    def set_image(self, image) -> None:
-        self.reset_predictor()
-        hw = tuple(int(x) for x in np.asarray(image).shape[:2])
-        enc = self.isam2_frame
-        if enc is None or tuple(enc.orig_hw) != hw:
-            # Only crops (crop_n_layers > 0) get here: they need a forward of their own.
-            enc = self.isam2_backbone.encode(np.ascontiguousarray(image))
-        self._orig_hw = [hw]
-        _, vision_feats, _, _ = self.model._prepare_backbone_features(enc.backbone_out)
-        if self.model.directly_add_no_mem_embed:
-            vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        feats = [
-            feat.permute(1, 2, 0).reshape(1, -1, *feat_size)
-            for feat, feat_size in zip(vision_feats[::-1], self._bb_feat_sizes[::-1])
-        ][::-1]
-        self._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
-        self._is_image_set = True
+            out = self._result(enc, torch.from_numpy(masks), np.ones(len(masks), np.float32), tracks)
+            window.release(t)
+            yield out
 
 
 class SAM2MaskletSource(MaskletSource):
@@ -203,51 +223,68 @@ class SAM2MaskletSource(MaskletSource):
     def __init__(self, backbone: SAM2Backbone, settings: dict[str, Any]):
         super().__init__(backbone, settings)
         s = settings
-        try:
-            self.window = int(s["window"])
-            if self.window < 1:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ISAM2Error(f"masklets.window={s['window']!r} must be an integer >= 1") from None
+        self.window = _positive_int(s, "window")
         for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             if not 0.0 <= float(s[key]) <= 1.0:
                 raise ISAM2Error(f"masklets.{key}={s[key]} must be in [0, 1]")
-        if int(s["points_per_side"]) < 1 or int(s["points_per_batch"]) < 1:
-            raise ISAM2Error("masklets.points_per_side and masklets.points_per_batch must be >= 1")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-            self.amg = self._make_amg(s)
-        self.amg.predictor = _InjectedImagePredictor(backbone)
+        _positive_int(s, "points_per_side")
+        _positive_int(s, "points_per_batch")
+        self.objects_per_batch = (
+            None if s["objects_per_batch"] is None else _positive_int(s, "objects_per_batch")
+        )
+        if s["amg"] not in AMG_ENGINES:
+            raise ISAM2Error(f"masklets.amg={s['amg']!r} is not one of {', '.join(AMG_ENGINES)}")
+        if s["propagation"] not in PROPAGATION_ENGINES:
+            raise ISAM2Error(
+                f"masklets.propagation={s['propagation']!r} is not one of {', '.join(PROPAGATION_ENGINES)}"
+            )
+        self.amg_engine = str(s["amg"])
+        if self.amg_engine == "native" and int(s["crop_n_layers"]) > 0:
+            log.info(
+                "masklets.crop_n_layers > 0: the native AMG covers the whole image only; using sam2's AMG"
+            )
+            self.amg_engine = "sam2"
+        amg_settings = {
+            "points_per_side": int(s["points_per_side"]),
+            "points_per_batch": int(s["points_per_batch"]),
+            "pred_iou_thresh": float(s["pred_iou_thresh"]),
+            "stability_score_thresh": float(s["stability_score_thresh"]),
+            "stability_score_offset": float(s["stability_score_offset"]),
+            "box_nms_thresh": float(s["box_nms_thresh"]),
+        }
+        if self.amg_engine == "native":
+            self.amg: Any = NativeMaskGenerator(backbone.model, backbone.image_size, **amg_settings)
+        else:
+            self.amg = stock_amg(
+                backbone.model,
+                backbone.image_size,
+                crop_n_layers=int(s["crop_n_layers"]),
+                output_mode="binary_mask",
+                **amg_settings,
+            )
+            self.amg.predictor = InjectedImagePredictor(
+                backbone.model, backbone.image_size, lambda image: backbone.encode(image).backbone_out
+            )
         self.predictor = backbone.model
 
-    def _make_amg(self, s: dict[str, Any]) -> SAM2AutomaticMaskGenerator:
-        return SAM2AutomaticMaskGenerator(
-            self.backbone.model,
-            points_per_side=int(s["points_per_side"]),
-            points_per_batch=int(s["points_per_batch"]),
-            pred_iou_thresh=float(s["pred_iou_thresh"]),
-            stability_score_thresh=float(s["stability_score_thresh"]),
-            stability_score_offset=float(s["stability_score_offset"]),
-            box_nms_thresh=float(s["box_nms_thresh"]),
-            crop_n_layers=int(s["crop_n_layers"]),
-            output_mode="binary_mask",
-        )
-
     def keyframe_masks(self, frame: np.ndarray, enc: EncodedFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """AMG on one frame with its precomputed features -> (masks [n,H,W] bool, predicted IoU [n])."""
+        """AMG on one frame with its precomputed features -> (masks [n,H,W] bool, predicted IoU [n]) on the device."""
         H, W = frame.shape[:2]
-        self.amg.predictor.isam2_frame = enc
+        device = self.backbone.device
+        if self.amg_engine == "native":
+            with self.backbone.context():
+                return self.amg.generate(enc.backbone_out, (H, W))
+        self.amg.predictor.isam2_backbone_out, self.amg.predictor.isam2_hw = enc.backbone_out, (H, W)
         try:
             with self.backbone.context():
                 anns = self.amg.generate(frame)
         finally:
-            self.amg.predictor.isam2_frame = None
-            self.amg.predictor.reset_predictor()
+            self.amg.predictor.release()
         if not anns:
-            return torch.zeros(0, H, W, dtype=torch.bool), torch.zeros(0)
+            return torch.zeros(0, H, W, dtype=torch.bool, device=device), torch.zeros(0, device=device)
         masks = torch.from_numpy(np.stack([np.asarray(a["segmentation"], dtype=bool) for a in anns]))
         scores = torch.tensor([float(a["predicted_iou"]) for a in anns], dtype=torch.float32)
-        return masks, scores
+        return masks.to(device), scores.to(device)
 
     def _keep(self, masks: torch.Tensor) -> torch.Tensor:
         area = masks.flatten(1).sum(1)
@@ -263,85 +300,79 @@ class SAM2MaskletSource(MaskletSource):
     def _window(self, clip: np.ndarray, next_track: int):
         """Masklets of one window (keyframe + propagation); returns the next free track id."""
         L = len(clip)
-        cache: dict[int, EncodedFrame] = {}
-        encoded: set[int] = set()
-
-        def features(i: int) -> EncodedFrame:
-            if i not in cache:
-                if i in encoded:  # would be a second forward of the same frame
-                    raise RuntimeError(f"frame {i} of the window was needed again after it was released")
-                cache[i] = self.backbone.encode(clip[i])
-                encoded.add(i)
-            return cache[i]
-
-        enc0 = features(0)
-        masks, scores = self.keyframe_masks(clip[0], enc0)
+        window = WindowFeatures(self.backbone, clip, self.frames_per_batch, self.clock)
+        enc0 = window.get(0)
+        with self.clock("amg"):
+            masks, scores = self.keyframe_masks(clip[0], enc0)
         keep = self._keep(masks)
         masks, scores = masks[keep], scores[keep]
         n = int(masks.shape[0])
-        tracks = torch.arange(next_track, next_track + n, dtype=torch.int64)
-        next_track += n
-        first = self._result(enc0, masks, scores, tracks)
+        tracks = torch.arange(next_track, next_track + n, dtype=torch.int64, device=masks.device)
+        yield self._result(enc0, masks, scores, tracks)  # frame 0 stays encoded: seeding needs it
+        if n == 0:  # nothing to propagate; still one forward per frame
+            window.release(0)
+            for i in range(1, L):
+                out = self._result(window.get(i), torch.zeros(0, *clip.shape[1:3], dtype=torch.bool), [], [])
+                window.release(i)
+                yield out
+            return next_track + n
+        propagate = self._batched if self.settings["propagation"] == "batched" else self._per_object
+        for frame_idx, logits, ious in propagate(window, masks, tracks, L):
+            m = logits > 0.0
+            keep = self._keep(m)
+            out = self._result(window.get(frame_idx), m[keep], ious[keep], tracks[keep])
+            window.release(frame_idx)
+            yield out
+        return next_track + n
 
-        if n == 0 or L == 1:
-            yield first
-            cache.clear()
-            for i in range(1, L):  # nothing to propagate; still one forward per frame
-                yield self._result(features(i), torch.zeros(0, *clip.shape[1:3], dtype=torch.bool), [], [])
-                cache.clear()
-            return next_track
-
-        model = self.predictor
-        state = model.isam2_state(
+    def _state(self, window: WindowFeatures, L: int) -> dict:
+        return self.predictor.isam2_state(
             L,
-            clip.shape[1:3],
-            lambda i: features(i).backbone_out,
+            window.clip.shape[1:3],
+            lambda i: window.get(i).backbone_out,
             offload_state_to_cpu=bool(self.settings["offload_state_to_cpu"]),
         )
-        obj_ids = tracks.tolist()
-        with self.backbone.context():
-            model.add_new_masks(state, 0, obj_ids, masks)
-        yield first
-        frames_iter = model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=L - 1)
-        while True:
+
+    def _batched(self, window: WindowFeatures, masks: torch.Tensor, tracks: torch.Tensor, L: int):
+        """All objects in one track step per frame (`objects_per_batch` at a time): (frame, logits, IoUs)."""
+        model, n = self.predictor, int(masks.shape[0])
+        state = self._state(window, L)
+        step = self.objects_per_batch or n
+        with self.backbone.context(), self.clock("propagate"):
+            memories = [model.seed_batch(state, 0, masks[s : s + step]) for s in range(0, n, step)]
+        for frame_idx in range(1, L):
+            window.get(frame_idx)  # encoded here, so that its time counts as encoding
             # The contexts are entered around each step only, never held across our own `yield`.
-            with self.backbone.context(), _quiet_tqdm():
+            with self.backbone.context(), self.clock("propagate"):
+                outs = [model.track_batch(state, memory, frame_idx) for memory in memories]
+                logits = torch.cat([o[0] for o in outs])
+                ious = torch.cat([o[1] for o in outs])
+            yield frame_idx, logits, ious
+
+    def _per_object(self, window: WindowFeatures, masks: torch.Tensor, tracks: torch.Tensor, L: int):
+        """sam2's own propagation, one object after another (the reference): (frame, logits, IoUs)."""
+        model = self.predictor
+        state = self._state(window, L)
+        obj_ids = tracks.tolist()
+        with self.backbone.context(), self.clock("propagate"):
+            model.add_new_masks(state, 0, obj_ids, masks)
+        frames_iter = model.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=L - 1)
+        next_frame = 0
+        while True:
+            if next_frame < L:
+                window.get(next_frame)
+            with self.backbone.context(), quiet_tqdm(), self.clock("propagate"):
                 try:
                     frame_idx, ids, video_res_masks = next(frames_iter)
                 except StopIteration:
                     break
+                next_frame = frame_idx + 1
                 if frame_idx == 0:  # the keyframe: already yielded from AMG at full resolution
                     continue
-                m = video_res_masks[:, 0] > 0.0
-                keep = self._keep(m)
-                m = m[keep]
-                outputs = state["output_dict_per_obj"]
-                ious = [
-                    outputs[state["obj_id_to_idx"][o]]["non_cond_frame_outputs"][frame_idx]["isam2_iou"]
-                    for o in ids
-                ]
-                ious = torch.stack(ious).to("cpu", torch.float32)  # one transfer per frame
-            keep = keep.cpu()
-            out = self._result(features(frame_idx), m, ious[keep], torch.as_tensor(ids)[keep])
-            for i in [i for i in cache if i <= frame_idx]:
-                del cache[i]
-            yield out
-        del state
-        cache.clear()
-        return next_track
-
-
-@contextlib.contextmanager
-def _quiet_tqdm():
-    """sam2's propagate_in_video draws a tqdm bar per call (per window here); silence it while stepping."""
-    import sam2.sam2_video_predictor as svp
-
-    saved = svp.tqdm
-    svp.tqdm = lambda iterable, *args, **kwargs: iterable
-    try:
-        yield
-    finally:
-        svp.tqdm = saved
+                if list(ids) != obj_ids:
+                    raise RuntimeError("sam2 changed the order of the objects it tracks")
+                ious = model.per_object_ious(state, ids, frame_idx)
+            yield frame_idx, video_res_masks[:, 0], ious
 
 
 def build_masklet_source(masklets_cfg: Mapping | None, backbone: SAM2Backbone) -> MaskletSource:

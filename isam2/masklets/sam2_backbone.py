@@ -2,8 +2,8 @@
 
 Why not `sam2.build_sam.build_sam2`: sam2 keeps a global Hydra of its own (`import sam2` initialises it),
 which clashes with our `@hydra.main` (MissingConfigException inside it; "GlobalHydra is already
-initialized" when sam2 is imported first). Here sam2 is imported through `import_sam2()`, which undoes
-that global initialisation when nobody else had made it, and the model is built by loading the packaged
+initialized" when sam2 is imported first). Here sam2 is imported through `sam2_adapter.import_sam2()`, which
+undoes that global initialisation when nobody else had made it, and the model is built by loading the packaged
 yaml with OmegaConf and calling `hydra.utils.instantiate(cfg.model)`, which needs no global Hydra.
 
 One model object serves everything: it is built as a `FrozenSAM2VideoPredictor` (a subclass of sam2's
@@ -20,13 +20,11 @@ kept, no padding), ImageNet mean/std. So the feature grid covers the whole origi
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib.metadata
 import importlib.resources
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from isam2.errors import ISAM2Error
+from isam2.files import cached_sha256
+from isam2.masklets import sam2_adapter
 from isam2.masklets.pooling import pool_levels
+from isam2.masklets.sam2_adapter import FrozenSAM2VideoPredictor, sam2_has_C
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +49,6 @@ POOLING_LEVELS = {0: 16, 1: 8, 2: 4}
 FEATURES_PER_LEVEL = 256
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
-
-
-def import_sam2():
-    """`import sam2` without leaving sam2's global Hydra behind (it would break a later `@hydra.main`)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    was_initialized = GlobalHydra.instance().is_initialized()
-    import sam2
-
-    if not was_initialized and GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    return sam2
-
-
-import_sam2()
-
-from sam2.sam2_video_predictor import SAM2VideoPredictor  # noqa: E402
-
-
-def sam2_has_C() -> bool:
-    """Whether sam2's CUDA extension (connected components for hole filling) was built."""
-    try:
-        from sam2 import _C  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def config_resource(variant: str, version: str) -> str:
@@ -89,113 +64,8 @@ def _version_str(version: Any) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class FrozenSAM2VideoPredictor(SAM2VideoPredictor):
-    """sam2's video predictor fed with features computed elsewhere (never runs the image encoder itself).
-
-    - `isam2_state(num_frames, (H, W), feature_fn)` makes an inference state without a video file:
-      no images at all, and `feature_fn(frame_idx) -> backbone_out` (our cache, which encodes each frame
-      once) replaces `cached_features` in `_get_image_feature`.
-    - `add_new_masks(state, frame_idx, obj_ids, masks)` seeds many objects at once, like `add_new_mask`
-      per object but without re-consolidating every object at video resolution after each one.
-    - Each tracked frame's output keeps the decoder's predicted IoU of the chosen mask as "isam2_iou".
-    """
-
-    def isam2_state(
-        self,
-        num_frames: int,
-        video_hw: tuple[int, int],
-        feature_fn: Callable[[int], dict],
-        offload_state_to_cpu: bool = False,
-    ) -> dict:
-        from collections import OrderedDict
-
-        device = self.device
-        return {
-            "images": None,  # never read: `_get_image_feature` below takes features from feature_fn
-            "isam2_feature_fn": feature_fn,
-            "num_frames": int(num_frames),
-            "offload_video_to_cpu": False,
-            "offload_state_to_cpu": offload_state_to_cpu,
-            "video_height": int(video_hw[0]),
-            "video_width": int(video_hw[1]),
-            "device": device,
-            "storage_device": torch.device("cpu") if offload_state_to_cpu else device,
-            "point_inputs_per_obj": {},
-            "mask_inputs_per_obj": {},
-            "cached_features": {},
-            "constants": {},
-            "obj_id_to_idx": OrderedDict(),
-            "obj_idx_to_id": OrderedDict(),
-            "obj_ids": [],
-            "output_dict_per_obj": {},
-            "temp_output_dict_per_obj": {},
-            "frames_tracked_per_obj": {},
-        }
-
-    def _get_image_feature(self, inference_state, frame_idx, batch_size):
-        backbone_out = inference_state["isam2_feature_fn"](frame_idx)
-        expanded = {
-            "backbone_fpn": [f.expand(batch_size, -1, -1, -1) for f in backbone_out["backbone_fpn"]],
-            "vision_pos_enc": [p.expand(batch_size, -1, -1, -1) for p in backbone_out["vision_pos_enc"]],
-        }
-        features = self._prepare_backbone_features(expanded)
-        return (None, *features)  # the image itself is never needed downstream
-
-    def _forward_sam_heads(self, *args, **kwargs):
-        out = super()._forward_sam_heads(*args, **kwargs)
-        self._isam2_last_ious = out[2]
-        return out
-
-    def _run_single_frame_inference(self, *args, **kwargs):
-        self._isam2_last_ious = None
-        compact, pred_masks = super()._run_single_frame_inference(*args, **kwargs)
-        ious = self._isam2_last_ious  # [1, M] for the single object of this call; best mask = max
-        best = ious.float().max() if ious is not None else torch.ones((), device=pred_masks.device)
-        compact["isam2_iou"] = best  # a 0-dim tensor on the device (no sync here)
-        return compact, pred_masks
-
-    @torch.inference_mode()
-    def add_new_masks(self, inference_state, frame_idx: int, obj_ids: Sequence[int], masks: torch.Tensor):
-        """Seed objects `obj_ids` with boolean masks [n, H, W] on `frame_idx` (sam2's `add_new_mask`, batched)."""
-        if len(obj_ids) != masks.shape[0]:
-            raise ValueError("one mask per object id")
-        m = masks[:, None].to(inference_state["device"], torch.float32)
-        if m.shape[-2:] != (self.image_size, self.image_size):
-            m = F.interpolate(
-                m,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-            m = (m >= 0.5).float()
-        for k, obj_id in enumerate(obj_ids):
-            obj_idx = self._obj_id_to_idx(inference_state, obj_id)
-            inference_state["mask_inputs_per_obj"][obj_idx][frame_idx] = m[k : k + 1]
-            inference_state["point_inputs_per_obj"][obj_idx].pop(frame_idx, None)
-            if frame_idx in inference_state["frames_tracked_per_obj"][obj_idx]:
-                raise ValueError(f"object {obj_id} was already tracked on frame {frame_idx}")
-            current_out, _ = self._run_single_frame_inference(
-                inference_state=inference_state,
-                output_dict=inference_state["output_dict_per_obj"][obj_idx],
-                frame_idx=frame_idx,
-                batch_size=1,
-                is_init_cond_frame=True,
-                point_inputs=None,
-                mask_inputs=m[k : k + 1],
-                reverse=False,
-                run_mem_encoder=False,
-            )
-            inference_state["temp_output_dict_per_obj"][obj_idx]["cond_frame_outputs"][frame_idx] = (
-                current_out
-            )
+    """sha256 of a file's bytes, cached by (path, size, mtime): a 900 MB checkpoint is hashed once."""
+    return cached_sha256(path)
 
 
 @dataclass
@@ -228,9 +98,17 @@ class SAM2Backbone:
         image_size: int = 1024,
         device: str = "auto",
         pooling_levels: Sequence[int] = (0,),
+        tf32: bool | None = None,
     ):
+        """`tf32` is process-wide, so the entry points switch it (`apply_tf32`); it is accepted here because
+        it lives in the `sam2` config group, and the value in force is recorded in `metadata()`."""
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
+
+        try:
+            sam2_adapter.check_sam2_version()
+        except sam2_adapter.UnsupportedSAM2Version as e:
+            raise ISAM2Error(str(e)) from None
 
         version = _version_str(version)
         if variant not in VARIANTS:
@@ -298,9 +176,6 @@ class SAM2Backbone:
         self.encoder_calls = 0
         self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1)
-        if self.device.type == "cuda" and torch.cuda.get_device_properties(self.device).major >= 8:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
     # ------------------------------------------------------------------ settings
     @staticmethod
@@ -400,14 +275,17 @@ class SAM2Backbone:
         return file_sha256(path)
 
     # ------------------------------------------------------------------ encoding
-    def preprocess(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """RGB uint8 [H, W, 3] -> normalised [1, 3, S, S] float32 on the device (aspect not kept)."""
-        t = torch.as_tensor(np.ascontiguousarray(frame) if isinstance(frame, np.ndarray) else frame)
-        if t.dim() != 3 or t.shape[-1] != 3:
-            raise ValueError(f"a frame must be [H, W, 3] RGB, got {tuple(t.shape)}")
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """RGB uint8 [H, W, 3] or [B, H, W, 3] -> normalised [B, 3, S, S] float32 on the device (aspect not kept)."""
+        t = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        if t.dim() == 3:
+            t = t[None]
+        if t.dim() != 4 or t.shape[-1] != 3:
+            raise ValueError(f"frames must be [H, W, 3] or [B, H, W, 3] RGB, got {tuple(t.shape)}")
         if t.dtype != torch.uint8:
-            raise ValueError(f"a frame must be uint8 RGB, got {t.dtype}")
-        t = t.to(self.device, non_blocking=True).permute(2, 0, 1)[None].to(torch.float32) / 255.0
+            raise ValueError(f"frames must be uint8 RGB, got {t.dtype}")
+        # uint8 crosses to the device (4x fewer bytes than float), then converts there
+        t = t.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32) / 255.0
         S = self.image_size
         if t.shape[-2:] != (S, S):
             t = F.interpolate(t, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
@@ -415,16 +293,30 @@ class SAM2Backbone:
 
     def encode(self, frame: np.ndarray | torch.Tensor) -> EncodedFrame:
         """ONE encoder forward: SAM2's backbone output plus the pooling maps of `pooling_levels`."""
-        x = self.preprocess(frame)
+        return self.encode_batch(frame[None])[0]
+
+    def encode_batch(self, frames: np.ndarray | torch.Tensor) -> list[EncodedFrame]:
+        """One batched encoder forward over frames [B, H, W, 3]; one `EncodedFrame` (views) per frame."""
+        x = self.preprocess(frames)
         with self.context():
             out = self.model.image_encoder(x)
             raw_fpn = list(out["backbone_fpn"])  # [stride 4, stride 8, stride 16], 256-d
             if self.model.use_high_res_features_in_sam:  # as SAM2Base.forward_image does
                 out["backbone_fpn"][0] = self.model.sam_mask_decoder.conv_s0(out["backbone_fpn"][0])
                 out["backbone_fpn"][1] = self.model.sam_mask_decoder.conv_s1(out["backbone_fpn"][1])
-        self.encoder_calls += 1
-        maps = [raw_fpn[len(raw_fpn) - 1 - level][0] for level in self._pooling_levels]
-        return EncodedFrame(backbone_out=out, maps=maps, orig_hw=(int(frame.shape[0]), int(frame.shape[1])))
+        B = int(x.shape[0])
+        self.encoder_calls += B
+        hw = (int(frames.shape[-3]), int(frames.shape[-2]))
+        encoded = []
+        for b in range(B):
+            one = {
+                "vision_features": out["vision_features"][b : b + 1],
+                "vision_pos_enc": [p[b : b + 1] for p in out["vision_pos_enc"]],
+                "backbone_fpn": [f[b : b + 1] for f in out["backbone_fpn"]],
+            }
+            maps = [raw_fpn[len(raw_fpn) - 1 - level][b] for level in self._pooling_levels]
+            encoded.append(EncodedFrame(backbone_out=one, maps=maps, orig_hw=hw))
+        return encoded
 
     def pool(self, encoded: EncodedFrame, masks: torch.Tensor) -> torch.Tensor:
         """Eq. 3 of masks [n, H, W] over an encoded frame -> [n, feature_dim] float32 on the device."""
@@ -434,10 +326,6 @@ class SAM2Backbone:
     # ------------------------------------------------------------------ provenance
     def metadata(self) -> dict:
         """JSON-able description of the frozen model, for run metadata and store manifests."""
-        try:
-            sam2_version = importlib.metadata.version("sam2")
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            sam2_version = "unknown"
         return {
             "variant": self.variant,
             "version": self.version,
@@ -451,7 +339,8 @@ class SAM2Backbone:
             "pooling_levels": list(self._pooling_levels),
             "feature_dim": self.feature_dim,
             "torch": torch.__version__,
-            "sam2": sam2_version,
+            "sam2": sam2_adapter.sam2_version(),
+            "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
             "device": str(self.device),
             "dtype": self.dtype_mode,
         }
@@ -459,3 +348,10 @@ class SAM2Backbone:
     def __repr__(self) -> str:
         ck = "random" if self.checkpoint is None else str(self.checkpoint)
         return f"SAM2Backbone({self.variant}, SAM {self.version}, {self.image_size}px, {ck}, {self.device})"
+
+
+def apply_tf32(enabled: bool) -> None:
+    """Process-wide TF32 for matmuls and cuDNN convolutions (Ampere and later); the entry points call it
+    with `sam2.tf32`, so that no library object changes a global setting as a side effect."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)

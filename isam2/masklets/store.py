@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from isam2.errors import ISAM2Error
-from isam2.files import atomic_file, write_json
+from isam2.files import atomic_file, cached_sha256, write_json
 
 FORMAT_VERSION = 1
 # Per-masklet arrays and their dtypes; `features` is [N, d], the others [N].
@@ -50,7 +51,17 @@ ROW_DTYPES: dict[str, type] = {
 }
 SHARD_ARRAYS = tuple(k for k in ROW_DTYPES if k != "video")  # `video` is implied by the shard's file
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
-_SAM2_NOT_IDENTITY = ("device",)  # where SAM2 runs does not change what the store means
+# Settings that change only speed, memory or where SAM2 runs, never what the store holds (beyond floating
+# point): they stay out of the config hash, so changing them never re-extracts; the manifest records them.
+_SAM2_NOT_IDENTITY = ("device", "tf32")
+_MASKLETS_NOT_IDENTITY = (
+    "points_per_batch",
+    "objects_per_batch",
+    "frames_per_batch",
+    "offload_state_to_cpu",
+    "amg",
+    "propagation",
+)
 
 
 class StoreMismatchError(ISAM2Error):
@@ -64,20 +75,24 @@ def checkpoint_sha256(checkpoint: str | os.PathLike | None) -> str:
     """sha256 of a checkpoint file's bytes, or "random" for random weights (checkpoint=null)."""
     if checkpoint in (None, "", "null"):
         return "random"
-    from isam2.masklets.sam2_backbone import file_sha256  # the same digest SAM2Backbone.metadata() records
-
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ISAM2Error(f"sam2.checkpoint not found: {path}")
-    return file_sha256(path)
+    return cached_sha256(path)  # the same digest SAM2Backbone.metadata() records
 
 
 def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
-    """The config that decides a store's content: data name+root+split, sam2 (checkpoint by sha256), masklets."""
+    """The config that decides a store's content: data name+root+split, sam2 (checkpoint by sha256), masklets;
+    without the settings that change only speed or memory (`_SAM2_NOT_IDENTITY`, `_MASKLETS_NOT_IDENTITY`)."""
     sam2 = OmegaConf.to_container(cfg.sam2, resolve=True)
     for key in _SAM2_NOT_IDENTITY:
         sam2.pop(key, None)
     sam2["checkpoint"] = checkpoint_sha256(sam2.get("checkpoint"))
+    masklets = OmegaConf.to_container(cfg.masklets, resolve=True)
+    for key in _MASKLETS_NOT_IDENTITY:
+        masklets.pop(key, None)
+    if masklets.get("source") == "gt":
+        masklets.pop("window", None)  # oracle masklets have no keyframes
     return {
         "data": {
             "name": str(cfg.data.name),
@@ -85,7 +100,7 @@ def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
             "split": split,
         },
         "sam2": sam2,
-        "masklets": OmegaConf.to_container(cfg.masklets, resolve=True),
+        "masklets": masklets,
     }
 
 
@@ -112,21 +127,27 @@ def _check_video_id(video_id: str) -> str:
     return video_id
 
 
-def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> np.ndarray:
-    """[H,W] int64: for each pixel the row (`first_row + i`) of the masklet on top, -1 where none covers it.
-
-    Overlap rule: higher score on top; equal scores -> larger row on top. Vectorised: sort the masks
-    top-first (descending (score, row)) and take, per pixel, the first mask that covers it.
-    """
-    masks = np.asarray(masks, dtype=bool)
-    n = masks.shape[0]
+def paint_ids(masks: torch.Tensor, scores: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+    """[H,W] int64 on the masks' device: for each pixel the row (`first_row + i`) of the masklet on top, -1 where
+    none covers it. Overlap rule: higher score on top; equal scores -> larger row on top. Vectorised: order the
+    masks top-first and take, per pixel, the first mask that covers it."""
+    n = int(masks.shape[0])
     if n == 0:
-        return np.full(masks.shape[1:], -1, np.int64)
-    top_first = np.lexsort((np.arange(n), np.asarray(scores)))[::-1]
-    stacked = masks[top_first]
-    winner = stacked.argmax(axis=0)
-    covered = stacked.any(axis=0)
-    return np.where(covered, top_first[winner] + first_row, -1).astype(np.int64)
+        return torch.full(tuple(masks.shape[1:]), -1, dtype=torch.int64, device=masks.device)
+    rows_desc = torch.arange(n - 1, -1, -1, device=masks.device)
+    order = torch.sort(scores.to(masks.device)[rows_desc], descending=True, stable=True).indices
+    top_first = rows_desc[order]  # descending score, ties by descending row
+    stacked = masks[top_first].to(torch.uint8)
+    winner = stacked.argmax(dim=0)  # the first maximum: the top-most covering mask
+    covered = stacked.amax(dim=0) > 0
+    return torch.where(covered, top_first[winner] + first_row, torch.full_like(winner, -1))
+
+
+def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """`paint_ids` for numpy arrays: [H,W] int64 row of the masklet on top, -1 where none covers it."""
+    masks_t = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool))
+    scores_t = torch.from_numpy(np.asarray(scores, dtype=np.float64))
+    return paint_ids(masks_t, scores_t, first_row).numpy()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from isam2.errors import ISAM2Error
 
@@ -23,25 +24,28 @@ class MaskletTargets:
     histogram: np.ndarray
 
 
-def class_histograms(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def class_histograms(masks: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> np.ndarray:
     """[n, 255] int64: for each masklet, how many of its pixels carry each GT train id (void 255 excluded).
 
-    One bincount over `masklet * 256 + gt` for all covered pixels at once; masklets may overlap.
+    One bincount over `masklet * 256 + gt` for all covered pixels at once, on the masks' device (numpy
+    arrays count on the CPU); masklets may overlap. Only the histogram comes back to the host.
     """
-    masks = np.asarray(masks, dtype=bool)
-    gt = np.asarray(gt)
-    if masks.ndim != 3 or gt.shape != masks.shape[1:]:
-        raise ISAM2Error(f"masks {masks.shape} and GT {gt.shape} must be [n,H,W] and [H,W] of the same H, W")
-    if gt.dtype != np.uint8:
-        raise ISAM2Error(f"GT must be uint8 train ids, got dtype {gt.dtype}")
-    n = masks.shape[0]
-    which, ys, xs = np.nonzero(masks)
-    codes = which.astype(np.int64) * NUM_IDS + gt[ys, xs]
-    counts = np.bincount(codes, minlength=n * NUM_IDS).reshape(n, NUM_IDS)
-    return counts[:, :IGNORE]
+    masks_t = torch.as_tensor(masks)
+    gt_t = torch.as_tensor(gt)
+    if masks_t.dim() != 3 or tuple(gt_t.shape) != tuple(masks_t.shape[1:]):
+        raise ISAM2Error(
+            f"masks {tuple(masks_t.shape)} and GT {tuple(gt_t.shape)} must be [n,H,W] and [H,W] of the same H, W"
+        )
+    if gt_t.dtype != torch.uint8:
+        raise ISAM2Error(f"GT must be uint8 train ids, got dtype {gt_t.dtype}")
+    n = int(masks_t.shape[0])
+    which, pixel = masks_t.to(torch.bool).flatten(1).nonzero(as_tuple=True)
+    codes = which * NUM_IDS + gt_t.to(masks_t.device).flatten()[pixel].long()
+    counts = torch.bincount(codes, minlength=n * NUM_IDS).reshape(n, NUM_IDS)
+    return counts[:, :IGNORE].cpu().numpy()
 
 
-def masklet_targets(masks: np.ndarray, gt: np.ndarray | None) -> MaskletTargets:
+def masklet_targets(masks: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor | None) -> MaskletTargets:
     """Targets of `masks` [n,H,W] bool against `gt` [H,W] uint8 train ids; `gt=None` (no GT) -> all 255.
 
     label = majority train id (ties: the smaller id), purity = majority pixels / valid pixels; a masklet
