@@ -19,9 +19,12 @@ from isam2.files import write_json
 def main(cfg: DictConfig) -> None:
     from isam2.data import DataError, open_split
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
+    from isam2.masklets.runtime import apply_tf32
     from isam2.masklets.store import ensure_store
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.segment.refine import refine
+
+    apply_tf32(cfg.get("sam2"))
 
     dataset = open_split(cfg.data, cfg.data.split)
     base_dir = Path(cfg.base_pred_dir)

@@ -11,7 +11,10 @@ from isam2.errors import user_errors_exit
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
+    from isam2.masklets.runtime import apply_tf32
     from isam2.model.runner import train
+
+    apply_tf32(cfg.get("sam2"))
 
     train(cfg)
 

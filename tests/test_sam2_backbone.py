@@ -191,3 +191,51 @@ def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone(ti
     mine, theirs = tiny_backbone.model.state_dict(), other.model.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_an_unsupported_sam2_version_is_refused_or_opted_in(monkeypatch):
+    from isam2.errors import ISAM2Error
+    from isam2.masklets import sam2_adapter
+
+    monkeypatch.setattr(sam2_adapter, "sam2_version", lambda: "9.9.9")
+    monkeypatch.delenv(sam2_adapter.ALLOW_UNTESTED_ENV, raising=False)
+    with pytest.raises(ISAM2Error, match=r"sam2 9\.9\.9 .*1\.1\.0.*ISAM2_ALLOW_UNTESTED_SAM2=1"):
+        SAM2Backbone("hiera_t", image_size=64, device="cpu")
+    monkeypatch.setenv(sam2_adapter.ALLOW_UNTESTED_ENV, "1")
+    with pytest.warns(UserWarning, match="9.9.9"):
+        SAM2Backbone("hiera_t", image_size=64, device="cpu")
+
+
+def test_building_a_backbone_leaves_tf32_alone_and_the_entry_point_sets_it():
+    from isam2.masklets.runtime import apply_tf32
+
+    saved = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        bb = SAM2Backbone("hiera_t", image_size=64, device="cpu", tf32=True)
+        assert torch.backends.cuda.matmul.allow_tf32 is False and bb.metadata()["tf32"] is False
+        assert apply_tf32({"tf32": True}) is True and torch.backends.cuda.matmul.allow_tf32
+        assert apply_tf32({"tf32": False}) is False and not torch.backends.cudnn.allow_tf32
+        assert apply_tf32(None) is True  # default on
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_the_adapter_is_the_only_module_that_touches_sam2_private_names():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    private = re.compile(
+        r"\._(?:predict|transforms|features|bb_feat_sizes|orig_hw|is_image_set|prepare_backbone_features"
+        r"|run_single_frame_inference|run_memory_encoder|get_image_feature|forward_sam_heads"
+        r"|get_orig_video_res_output|obj_id_to_idx)\b|svp\.tqdm|GlobalHydra"
+    )
+    offenders = []
+    for folder in ("isam2", "benchmarks", "tests"):
+        for file in (root / folder).rglob("*.py"):
+            if file.name in ("sam2_adapter.py", "test_sam2_backbone.py"):
+                continue
+            if private.search(file.read_text()):
+                offenders.append(str(file.relative_to(root)))
+    assert offenders == []

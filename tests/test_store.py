@@ -250,3 +250,59 @@ def test_missing_store_and_unknown_video_raise(tmp_path, fake_source):
         store.rows("no_such_video")
     with pytest.raises(ISAM2Error, match="out of range"):
         store.id_map(store.videos()[0], 99)
+
+
+def test_speed_settings_leave_the_identity_but_stay_in_the_manifest(tmp_path, fake_source):
+    base = config_hash(store_identity(make_cfg(tmp_path), "val"))
+    speed_only = [
+        "masklets.frames_per_batch=2",
+        "+masklets.points_per_batch=256",
+        "+masklets.objects_per_batch=4",
+        "+masklets.offload_state_to_cpu=true",
+        "+masklets.amg=sam2",
+        "+masklets.propagation=per_object",
+        "masklets.window=7",  # the gt source has no keyframes
+        "sam2.device=cpu",
+        "sam2.tf32=false",
+    ]
+    for override in speed_only:
+        assert config_hash(store_identity(make_cfg(tmp_path, "stores", override), "val")) == base, override
+    for override in ("masklets.min_area=5", "sam2.image_size=512", "masklets.pooling.levels=[0,1]"):
+        assert config_hash(store_identity(make_cfg(tmp_path, "stores", override), "val")) != base, override
+    # with the sam2 source, the window decides the keyframes: it is identity there
+    sam2_a = make_cfg(tmp_path, "stores", "masklets=sam2")
+    sam2_b = make_cfg(tmp_path, "stores", "masklets=sam2", "masklets.window=7")
+    sam2_c = make_cfg(
+        tmp_path, "stores", "masklets=sam2", "masklets.propagation=per_object", "masklets.amg=sam2"
+    )
+    hashes = [config_hash(store_identity(c, "val")) for c in (sam2_a, sam2_b, sam2_c)]
+    assert hashes[0] != hashes[1] and hashes[0] == hashes[2]
+    store = ensure_store(make_cfg(tmp_path, "stores", "masklets.frames_per_batch=3"), "val")
+    assert store.manifest["masklets"]["frames_per_batch"] == 3  # recorded, though not identity
+
+
+def test_checkpoint_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from isam2 import files
+
+    monkeypatch.setenv("ISAM2_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"weights v1")
+    digest = hashlib.sha256(b"weights v1").hexdigest()
+    assert files.cached_sha256(ckpt) == digest
+    assert (tmp_path / "cache" / "sha256.json").is_file()
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    assert files.cached_sha256(ckpt) == digest  # from the cache: the file is not read again
+    assert str(ckpt) not in opened
+    monkeypatch.undo()
+    monkeypatch.setenv("ISAM2_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt.write_bytes(b"weights v2, longer")  # another size (and mtime): hashed again
+    assert files.cached_sha256(ckpt) == hashlib.sha256(b"weights v2, longer").hexdigest()
+    st = ckpt.stat()
+    ckpt.write_bytes(b"weights v3, longer")  # the same size, another mtime
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert files.cached_sha256(ckpt) == hashlib.sha256(b"weights v3, longer").hexdigest()

@@ -100,8 +100,8 @@ class SAM2Backbone:
         pooling_levels: Sequence[int] = (0,),
         tf32: bool | None = None,
     ):
-        """`tf32` is process-wide, so the entry points switch it (`apply_tf32`); it is accepted here because
-        it lives in the `sam2` config group, and the value in force is recorded in `metadata()`."""
+        """`tf32` is process-wide, so the entry points switch it (`isam2.masklets.runtime.apply_tf32`); it is
+        accepted here because it lives in the `sam2` config group, and the value in force is in `metadata()`."""
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
@@ -349,9 +349,3 @@ class SAM2Backbone:
         ck = "random" if self.checkpoint is None else str(self.checkpoint)
         return f"SAM2Backbone({self.variant}, SAM {self.version}, {self.image_size}px, {ck}, {self.device})"
 
-
-def apply_tf32(enabled: bool) -> None:
-    """Process-wide TF32 for matmuls and cuDNN convolutions (Ampere and later); the entry points call it
-    with `sam2.tf32`, so that no library object changes a global setting as a side effect."""
-    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
-    torch.backends.cudnn.allow_tf32 = bool(enabled)
