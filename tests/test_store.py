@@ -306,3 +306,17 @@ def test_checkpoint_sha256_is_cached_by_path_size_and_mtime(tmp_path, monkeypatc
     ckpt.write_bytes(b"weights v3, longer")  # the same size, another mtime
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert files.cached_sha256(ckpt) == hashlib.sha256(b"weights v3, longer").hexdigest()
+
+
+def test_a_decode_error_in_the_prefetch_thread_stops_with_the_file_named(tmp_path, fake_source):
+    from isam2.data import DataError, open_split
+
+    cfg = make_cfg(tmp_path)
+    videos = open_split(cfg.data, "val").videos
+    broken = videos[2].frames[1]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated JPEG: decoded while video 1 is extracted
+    with pytest.raises(DataError, match=str(broken)):
+        ensure_store(cfg, "val")
+    path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    assert extraction.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
+    assert not (path / "manifest.json").exists()
