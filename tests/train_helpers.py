@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,22 @@ TINY_DATA = SyntheticConfig(
 )
 
 
-def tiny_dataset(root: Path, split: str) -> VSPW:
-    ensure_synthetic(root, TINY_DATA)
+def tiny_dataset(root: Path, split: str, data: SyntheticConfig = TINY_DATA) -> VSPW:
+    ensure_synthetic(root, data)
     return VSPW(root, split)
 
 
-def toy_store(path: Path, dataset: VSPW, dim: int = 16, noise: float = 0.3, seed: int = 0) -> MaskletStore:
+def toy_store(
+    path: Path,
+    dataset: VSPW,
+    dim: int = 16,
+    noise: float = 0.3,
+    seed: int = 0,
+    skip: Callable[[str, int], bool] | None = None,
+) -> MaskletStore:
     """A store written with the store's own writer: one masklet per GT class per frame, features = a
-    per-class prototype + noise (no SAM2), so a head can learn them and tests stay fast."""
+    per-class prototype + noise (no SAM2), so a head can learn them and tests stay fast. Frames for which
+    `skip(video_id, frame_index)` is true get no masklet."""
     prototypes = np.random.default_rng(1234).normal(size=(256, dim))
     rng = np.random.default_rng(seed)
     prepare_folder(path, {"toy": dataset.split, "dim": dim}, force=True)
@@ -45,7 +54,7 @@ def toy_store(path: Path, dataset: VSPW, dim: int = 16, noise: float = 0.3, seed
         rows = {k: [] for k in ("features", "frame", "track", "area", "score", "label", "purity", "valid")}
         id_maps, first = [], 0
         for t, mask in enumerate(gt):
-            classes = [c for c in np.unique(mask) if c != 255]
+            classes = [] if skip and skip(video.id, t) else [c for c in np.unique(mask) if c != 255]
             masks = np.stack([mask == c for c in classes]) if classes else np.zeros((0, *mask.shape), bool)
             n = len(classes)
             rows["features"].append(
@@ -53,11 +62,11 @@ def toy_store(path: Path, dataset: VSPW, dim: int = 16, noise: float = 0.3, seed
             )
             rows["frame"].append(np.full(n, t))
             rows["track"].append(np.asarray(classes, np.int64))
-            rows["area"].append(masks.reshape(n, -1).sum(1))
+            rows["area"].append(masks.sum(axis=(1, 2)))
             rows["score"].append(np.ones(n, np.float32))
             rows["label"].append(np.asarray(classes, np.uint8))
             rows["purity"].append(np.ones(n, np.float32))
-            rows["valid"].append(masks.reshape(n, -1).sum(1))
+            rows["valid"].append(masks.sum(axis=(1, 2)))
             id_maps.append(paint_id_map(masks, np.ones(n), first))  # local rows of the video
             first += n
         rows = {k: np.concatenate(v) for k, v in rows.items()}
@@ -69,15 +78,16 @@ def toy_store(path: Path, dataset: VSPW, dim: int = 16, noise: float = 0.3, seed
     return MaskletStore(path)
 
 
-def tiny_overrides(tmp: Path, shared: Path | None = None) -> list[str]:
-    """CLI overrides of a seconds-long train run: 7 tiny videos at 64x96, SAM2 at 64 px, 3 epochs, CSV logs.
+def tiny_overrides(tmp: Path, shared: Path | None = None, data: SyntheticConfig = TINY_DATA) -> list[str]:
+    """CLI overrides of a seconds-long train run: 7 tiny videos at 64x96 (or `data`), SAM2 at 64 px,
+    3 epochs, CSV logs.
 
     `shared` holds the data and stores (built on first use, reused by later runs)."""
     shared = shared or tmp
     return [
         f"data.root={shared}/data",
         *(
-            f"data.generate.{k}={getattr(TINY_DATA, k)}"
+            f"data.generate.{k}={getattr(data, k)}"
             for k in ("num_train", "num_val", "num_test", "min_frames", "max_frames", "height", "width")
         ),
         "sam2.image_size=64",

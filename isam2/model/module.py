@@ -22,6 +22,7 @@ IGNORE = 255
 CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
 SEGMENT_DEFAULTS = {"fill": "none", "track_vote": False, "window": 32}
 FILLS = ("none", "base")
+UNTRAINED_KEY = "isam2_untrained"  # checkpoint key: why the head in it was never fitted
 
 
 def _plain(cfg: Any) -> Any:
@@ -48,6 +49,24 @@ def check_compatible(hparams: Mapping[str, Any], num_classes: int, feature_dim: 
             f"{source} was trained for {have[0]} classes and {have[1]}-dim features, but this run has "
             f"{num_classes} classes and {feature_dim}-dim features (check data and sam2 settings)"
         )
+
+
+def save_untrained_checkpoint(model: pl.LightningModule, path: str | Path, note: str) -> Path:
+    """The head as initialised (nothing was fitted) in Lightning's checkpoint layout, so isam2.evaluate and
+    `load_from_checkpoint` take it like any other; `note` (why it is untrained) travels under UNTRAINED_KEY."""
+    from isam2.files import atomic_file
+
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+        "global_step": 0,
+        UNTRAINED_KEY: note,
+    }
+    with atomic_file(path) as f:
+        torch.save(checkpoint, f)
+    return Path(path)
 
 
 class MaskletClassifier(pl.LightningModule):
@@ -219,7 +238,8 @@ class MaskletClassifier(pl.LightningModule):
         n = max(int((target != IGNORE).sum()), 1)
         self.log(f"{stage}/loss", self._loss(logits, target, batch["purity"]), batch_size=n, sync_dist=True)
         if stage == "val":
-            self.val_acc(logits, target)
+            if len(target):  # a video without masklets has no masklet to classify (torchmetrics needs one)
+                self.val_acc(logits, target)
             self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
             self.val_metrics.update(preds[self.primary_method], batch["gt"])
         else:

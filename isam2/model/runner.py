@@ -165,6 +165,7 @@ def test_and_report(
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build stores if missing, fit the masklet head, test with the best checkpoint; returns test metrics.
+    A training store without a labelled masklet skips the fit (`untrained_test_stage`).
 
     Writes into cfg.paths.output_dir: checkpoints/, predictions/<video>/<frame>.png (test split),
     metrics.json, metadata.json (and Hydra's .hydra/ with the resolved config).
@@ -190,6 +191,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise ISAM2Error(f"ckpt_path={cfg.ckpt_path} is not a file")
+    class_names = datasets["test"].class_names
+    if len(datamodule.train_rows) == 0:
+        return untrained_test_stage(cfg, trainer, model, datamodule, stores, class_names)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     return test_and_report(
@@ -198,16 +202,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model,
         datamodule,
         stores,
-        datasets["test"].class_names,
+        class_names,
         best or None,
         checkpoint=best or None,
+        trained=True,
+    )
+
+
+def untrained_test_stage(
+    cfg: DictConfig, trainer: Any, model: Any, datamodule: Any, stores: dict[str, Any], class_names: list[str]
+) -> dict[str, Any]:
+    """A training store without a single masklet with a target (e.g. SAM2 kept no mask) leaves nothing to
+    fit: say so, keep the head as initialised, save it as checkpoints/untrained.ckpt (so isam2.evaluate
+    can use it) and run the test stage anyway; pixels under no masklet are void (or the base)."""
+    from isam2.model.module import save_untrained_checkpoint
+
+    store = stores["train"]
+    note = (
+        f"the training store {store.path} has no masklet with a target ({len(store)} masklets, none labelled): "
+        "nothing to fit, the head stays UNTRAINED (its initial weights)"
+    )
+    if cfg.get("ckpt_path"):
+        raise ISAM2Error(
+            f"ckpt_path={cfg.ckpt_path} resumes training, but {note}; test that checkpoint with "
+            "python -m isam2.evaluate ckpt_path=..."
+        )
+    print(f"warning: {note}; the test stage still runs", flush=True)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "untrained.ckpt"
+    if trainer.is_global_zero:
+        save_untrained_checkpoint(model, ckpt, note)
+    return test_and_report(
+        cfg, trainer, model, datamodule, stores, class_names, checkpoint=str(ckpt), trained=False, note=note
     )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a trained head (cfg.ckpt_path) on cfg.data.split with exactly train's test stage."""
 
-    from isam2.model.module import MaskletClassifier, check_compatible
+    from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible
 
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
@@ -217,7 +249,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     require_base_if_filling(overrides.get("fill"), cfg)
     import torch
 
-    hparams = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    hparams = checkpoint.get("hyper_parameters", {})
     check_compatible(hparams, int(cfg.data.num_classes), int(stores["test"].dim), f"checkpoint {ckpt}")
     model = MaskletClassifier.load_from_checkpoint(
         ckpt,
@@ -228,6 +261,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule = build_datamodule(cfg, stores, datasets)
     trainer = build_trainer(cfg, with_callbacks=False)
+    untrained = {}
+    if checkpoint.get(UNTRAINED_KEY):
+        untrained = {"note": f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}"}
+        print(f"warning: {untrained['note']}", flush=True)
     return test_and_report(
-        cfg, trainer, model, datamodule, stores, datasets["test"].class_names, checkpoint=str(ckpt)
+        cfg,
+        trainer,
+        model,
+        datamodule,
+        stores,
+        datasets["test"].class_names,
+        checkpoint=str(ckpt),
+        trained=not untrained,
+        **untrained,
     )
