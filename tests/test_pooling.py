@@ -120,3 +120,18 @@ def test_on_gpu_matches_cpu():
     gpu = masked_mean(torch.from_numpy(feats).cuda(), torch.from_numpy(masks).cuda())
     assert gpu.is_cuda
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=2e-3, atol=2e-3)  # TF32 may be on
+
+
+def test_mask_areas_count_pixels_like_numpy():
+    from isam2.masklets.pooling import mask_areas
+
+    rng = np.random.default_rng(0)
+    masks = rng.random((7, 33, 301)) < rng.random((7, 1, 1))  # from nearly empty to nearly full
+    masks[0] = False
+    masks[1] = True
+    got = mask_areas(torch.from_numpy(masks))
+    assert got.dtype == torch.int64
+    np.testing.assert_array_equal(got.numpy(), masks.reshape(7, -1).sum(1))
+    np.testing.assert_array_equal(
+        mask_areas(torch.from_numpy(masks[:, ::2, 1::3])).numpy(), masks[:, ::2, 1::3].reshape(7, -1).sum(1)
+    )  # a strided view

@@ -79,3 +79,19 @@ def test_bad_input_raises():
         masklet_targets(np.ones((1, 3, 5), bool), GT.astype(np.int32))
     with pytest.raises(ISAM2Error, match="same H, W"):
         masklet_targets(np.ones((1, 4, 5), bool), GT)
+
+
+def test_counts_stay_exact_on_large_frames_and_every_class():
+    """The histogram is a float matrix product: counts far above fp16/bf16 precision must stay exact."""
+    gt = np.full((600, 900), 5, np.uint8)
+    gt[:, :1] = np.arange(600, dtype=np.int64).astype(np.uint8)[:, None]  # ids 0..254 and void in column 0
+    masks = np.ones((2, 600, 900), bool)
+    masks[1, ::2] = False
+    hist = class_histograms(masks, gt)
+    column = np.bincount(gt[:, 0], minlength=256)[:255]
+    expected0 = column.copy()
+    expected0[5] += 600 * 899
+    np.testing.assert_array_equal(hist[0], expected0)
+    expected1 = np.bincount(gt[1::2, 0], minlength=256)[:255]
+    expected1[5] += 300 * 899
+    np.testing.assert_array_equal(hist[1], expected1)

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from isam2.data.sharding import asks_for_several_processes, rank_and_world, shard_indices
 from isam2.errors import ISAM2Error
 from isam2.files import write_json
+from isam2.masklets.pooling import mask_areas
 from isam2.masklets.store import (
     SHARD_ARRAYS,
     MaskletStore,
@@ -60,19 +61,20 @@ def frame_rows(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Frame t's store rows and its id map (local rows from `first_row`). Everything is computed where the
     masks are (the GPU in a CUDA run); only the pooled vectors, the per-row numbers and the id map come back."""
-    masks = fm.masks
-    area = masks.flatten(1).sum(1)
+    masks, scores, tracks, features = fm.masks, fm.scores, fm.tracks, fm.features
+    area = mask_areas(masks)
     keep = area > 0  # a lost object leaves an empty mask: it is not a masklet
-    masks, area = masks[keep], area[keep]
-    scores = fm.scores[keep].float()
-    features = fm.features[keep].to(torch.float16)
+    if not bool(keep.all()):
+        masks, area, scores, tracks, features = (x[keep] for x in (masks, area, scores, tracks, features))
+    scores = scores.float()
+    features = features.to(torch.float16)
     targets = masklet_targets(masks, gt)
     id_map = paint_ids(masks, scores, first_row).to(torch.int32)
     n = int(masks.shape[0])
     rows = {
         "features": features.cpu().numpy(),
         "frame": np.full(n, t, np.int32),
-        "track": fm.tracks[keep].cpu().numpy().astype(np.int64),
+        "track": tracks.cpu().numpy().astype(np.int64),
         "area": area.cpu().numpy().astype(np.int64),
         "score": scores.cpu().numpy(),
         "label": targets.label,

@@ -39,6 +39,7 @@ import torch
 from isam2.errors import ISAM2Error
 from isam2.masklets.amg import NativeMaskGenerator
 from isam2.masklets.oracle import gt_components, link_tracks
+from isam2.masklets.pooling import mask_areas
 from isam2.masklets.sam2_adapter import InjectedImagePredictor, quiet_tqdm, stock_amg
 from isam2.masklets.sam2_backbone import EncodedFrame, SAM2Backbone
 from isam2.masklets.timing import StageClock
@@ -287,8 +288,7 @@ class SAM2MaskletSource(MaskletSource):
         return masks.to(device), scores.to(device)
 
     def _keep(self, masks: torch.Tensor) -> torch.Tensor:
-        area = masks.flatten(1).sum(1)
-        return area >= max(1, int(self.settings["min_area"]))
+        return mask_areas(masks) >= max(1, int(self.settings["min_area"]))
 
     def video(self, frames: np.ndarray, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
         _check_video(frames, gt)

@@ -348,4 +348,3 @@ class SAM2Backbone:
     def __repr__(self) -> str:
         ck = "random" if self.checkpoint is None else str(self.checkpoint)
         return f"SAM2Backbone({self.variant}, SAM {self.version}, {self.image_size}px, {ck}, {self.device})"
-

@@ -129,18 +129,21 @@ def _check_video_id(video_id: str) -> str:
 
 def paint_ids(masks: torch.Tensor, scores: torch.Tensor, first_row: int = 0) -> torch.Tensor:
     """[H,W] int64 on the masks' device: for each pixel the row (`first_row + i`) of the masklet on top, -1 where
-    none covers it. Overlap rule: higher score on top; equal scores -> larger row on top. Vectorised: order the
-    masks top-first and take, per pixel, the first mask that covers it."""
+    none covers it. Overlap rule: higher score on top; equal scores -> larger row on top. Vectorised: rank
+    the masks (top-most = n, bottom-most = 1), take the highest rank covering each pixel, map it back to a row."""
     n = int(masks.shape[0])
     if n == 0:
         return torch.full(tuple(masks.shape[1:]), -1, dtype=torch.int64, device=masks.device)
     rows_desc = torch.arange(n - 1, -1, -1, device=masks.device)
     order = torch.sort(scores.to(masks.device)[rows_desc], descending=True, stable=True).indices
     top_first = rows_desc[order]  # descending score, ties by descending row
-    stacked = masks[top_first].to(torch.uint8)
-    winner = stacked.argmax(dim=0)  # the first maximum: the top-most covering mask
-    covered = stacked.amax(dim=0) > 0
-    return torch.where(covered, top_first[winner] + first_row, torch.full_like(winner, -1))
+    rank_dtype = torch.int16 if n < torch.iinfo(torch.int16).max else torch.int32
+    rank = torch.empty(n, dtype=rank_dtype, device=masks.device)
+    rank[top_first] = torch.arange(n, 0, -1, dtype=rank_dtype, device=masks.device)
+    best = (masks.to(rank_dtype) * rank[:, None, None]).amax(dim=0).long()  # 0 where no mask covers
+    return torch.where(
+        best > 0, top_first[(n - best).clamp(max=n - 1)] + first_row, torch.full_like(best, -1)
+    )
 
 
 def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> np.ndarray:

@@ -27,8 +27,10 @@ class MaskletTargets:
 def class_histograms(masks: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> np.ndarray:
     """[n, 255] int64: for each masklet, how many of its pixels carry each GT train id (void 255 excluded).
 
-    One bincount over `masklet * 256 + gt` for all covered pixels at once, on the masks' device (numpy
-    arrays count on the CPU); masklets may overlap. Only the histogram comes back to the host.
+    One matrix product, masks [n, HW] x one-hot of the classes present [HW, k], on the masks' device (numpy
+    arrays count on the CPU); masklets may overlap. It is exact: every operand is 0 or 1 (exact in fp32,
+    TF32 and bf16 alike) and every partial sum is an integer below 2^24, so fp32 accumulation rounds nothing;
+    larger frames count in fp64. Only the histogram comes back to the host.
     """
     masks_t = torch.as_tensor(masks)
     gt_t = torch.as_tensor(gt)
@@ -38,11 +40,18 @@ def class_histograms(masks: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Te
         )
     if gt_t.dtype != torch.uint8:
         raise ISAM2Error(f"GT must be uint8 train ids, got dtype {gt_t.dtype}")
-    n = int(masks_t.shape[0])
-    which, pixel = masks_t.to(torch.bool).flatten(1).nonzero(as_tuple=True)
-    codes = which * NUM_IDS + gt_t.to(masks_t.device).flatten()[pixel].long()
-    counts = torch.bincount(codes, minlength=n * NUM_IDS).reshape(n, NUM_IDS)
-    return counts[:, :IGNORE].cpu().numpy()
+    n, device = int(masks_t.shape[0]), masks_t.device
+    hist = torch.zeros(n, IGNORE, dtype=torch.int64, device=device)
+    gt_flat = gt_t.to(device).flatten()
+    classes = torch.unique(gt_flat)
+    classes = classes[classes != IGNORE]
+    if n and len(classes):
+        dtype = torch.float32 if gt_flat.numel() < 2**24 else torch.float64
+        with torch.autocast(device.type, enabled=False):  # a bf16 product would round counts above 256
+            onehot = (gt_flat[:, None] == classes[None, :]).to(dtype)
+            counts = masks_t.to(device).flatten(1).to(dtype) @ onehot
+        hist[:, classes.long()] = counts.round().long()
+    return hist.cpu().numpy()
 
 
 def masklet_targets(masks: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor | None) -> MaskletTargets:
