@@ -11,7 +11,7 @@ from isam2.errors import ISAM2Error
 from isam2.model import MaskletClassifier, MLPHead
 from isam2.model.module import class_weights_from_counts
 
-from .train_helpers import tiny_dataset, toy_store
+from .train_helpers import cpu_trainer, tiny_dataset, toy_store
 
 
 def test_head_shapes_depth_and_bad_settings():
@@ -110,15 +110,7 @@ def test_fit_on_toy_store_reaches_high_miou_and_checkpoint_has_only_the_head(toy
         seed=0,
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2},
     )
-    trainer = pl.Trainer(
-        max_epochs=10,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        use_distributed_sampler=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=10)
     trainer.fit(model, datamodule=dm)
     # standardisation statistics come from the training store
     train_feats = torch.from_numpy(stores["train"].features[:].astype("float32"))

@@ -6,7 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -22,7 +21,7 @@ from isam2.model import MaskletClassifier
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
 
-from .train_helpers import REPO, run_cli, tiny_dataset, tiny_overrides, toy_store
+from .train_helpers import REPO, cpu_trainer, run_cli, tiny_dataset, tiny_overrides, toy_store
 
 # The smallest set the CLI runs on: with random SAM2 weights and the paper's AMG thresholds
 # (conf/masklets/sam2.yaml) SAM2 keeps no mask on any of these frames, so every store is empty.
@@ -176,16 +175,7 @@ def test_videos_and_frames_without_masklets_among_others(shared, base_dir, tmp_p
     )
     datamodule = StoreDataModule(stores, datasets, batch_size=8, seed=0)
     model = MaskletClassifier(num_classes=124, feature_dim=16, head={"depth": 0}, seed=0)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        use_distributed_sampler=False,
-    )
+    trainer = cpu_trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
     trainer.fit(model, datamodule=datamodule)
     assert trainer.callback_metrics["val/miou"] == 0.0  # the empty validation store: all void
     trainer.test(model, datamodule=StoreDataModule(stores, datasets, base_pred_dir=base_dir), verbose=False)

@@ -129,3 +129,19 @@ def free_port() -> int:
 
 def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def cpu_trainer(tmp_path: Path, max_epochs: int, **kwargs):
+    """A quiet one-process CPU Lightning Trainer for in-process fits (no logger, bar or summary)."""
+    import lightning.pytorch as pl
+
+    settings = {
+        "max_epochs": max_epochs,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+        "use_distributed_sampler": False,
+    }
+    return pl.Trainer(**{**settings, **kwargs})

@@ -214,6 +214,22 @@ class FrozenSAM2VideoPredictor(SAM2VideoPredictor):
         )
 
     # ------------------------------------------------------------ batched: all objects in one track step
+    def _batch_step(self, inference_state, memory: dict, frame_idx: int, B: int, mask_inputs):
+        """sam2's single-frame step for a batch: conditioning on `mask_inputs` (memory encoded later, as
+        `propagate_in_video_preflight` does), or tracking from `memory` (memory encoded now)."""
+        seeding = mask_inputs is not None
+        return self._run_single_frame_inference(
+            inference_state=inference_state,
+            output_dict=memory,
+            frame_idx=frame_idx,
+            batch_size=B,
+            is_init_cond_frame=seeding,
+            point_inputs=None,
+            mask_inputs=mask_inputs,
+            reverse=False,
+            run_mem_encoder=not seeding,
+        )
+
     @torch.inference_mode()
     def seed_batch(self, inference_state, frame_idx: int, masks: torch.Tensor) -> dict:
         """Condition a batch of objects on boolean masks [B, H, W] of `frame_idx`; returns the batch's memory.
@@ -223,19 +239,9 @@ class FrozenSAM2VideoPredictor(SAM2VideoPredictor):
         upsampled to the model's size, binarised as for a user's input.
         """
         B = int(masks.shape[0])
-        m = self.mask_inputs(masks, inference_state["device"])
         memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-        out, _ = self._run_single_frame_inference(
-            inference_state=inference_state,
-            output_dict=memory,
-            frame_idx=frame_idx,
-            batch_size=B,
-            is_init_cond_frame=True,
-            point_inputs=None,
-            mask_inputs=m,
-            reverse=False,
-            run_mem_encoder=False,
-        )
+        mask_inputs = self.mask_inputs(masks, inference_state["device"])
+        out, _ = self._batch_step(inference_state, memory, frame_idx, B, mask_inputs)
         high_res = F.interpolate(
             out["pred_masks"].to(inference_state["device"]),
             size=(self.image_size, self.image_size),
@@ -257,17 +263,7 @@ class FrozenSAM2VideoPredictor(SAM2VideoPredictor):
     def track_batch(self, inference_state, memory: dict, frame_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One frame for a seeded batch: (logits [B, H, W] at the video's resolution, predicted IoU [B])."""
         B = next(iter(memory["cond_frame_outputs"].values()))["obj_ptr"].shape[0]
-        out, pred_masks = self._run_single_frame_inference(
-            inference_state=inference_state,
-            output_dict=memory,
-            frame_idx=frame_idx,
-            batch_size=B,
-            is_init_cond_frame=False,
-            point_inputs=None,
-            mask_inputs=None,
-            reverse=False,
-            run_mem_encoder=True,
-        )
+        out, pred_masks = self._batch_step(inference_state, memory, frame_idx, B, None)
         out["pred_masks"] = None  # read once, here: keeping it would hold B low-res maps per frame
         memory["non_cond_frame_outputs"][frame_idx] = out
         _, video_res = self._get_orig_video_res_output(inference_state, pred_masks)
