@@ -48,7 +48,8 @@ def iou_scores(confmat: torch.Tensor, classes: str = "gt") -> dict:
     fwiou = None
     if total > 0:
         present = gt_count > 0
-        fwiou = (gt_count[present].double() / total.double() * iou[present]).sum().item()
+        # sum_c GT_c * IoU_c / sum_c GT_c: each term is at most its GT_c, so the ratio never rounds above 1
+        fwiou = ((gt_count[present].double() * iou[present]).sum() / total.double()).item()
     per_class = [None if u == 0 else float(v) for u, v in zip(union.tolist(), iou.tolist())]
     return {"miou": miou, "fwiou": fwiou, "per_class_iou": per_class}
 
