@@ -124,3 +124,14 @@ def test_vipseg_layout_and_panoptic_ids(tmp_path):
     v = VIPSeg(root, "val")[0]
     assert len(v) == 2 and v.size == (2, 2)
     np.testing.assert_array_equal(v.load_mask(1), np.array([[255, 2], [44, 123]], np.uint8))
+
+
+def test_a_wrong_first_frame_is_named_too(tree):
+    """The video's size comes from its first frame: when that one is wrong, the message must name it."""
+    v = VSPW(tree, "val")[0]
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(v.frames[0])
+    video = VSPW(tree, "val")[0]
+    with pytest.raises(DataError) as err:
+        video.load_frames()
+    message = str(err.value)
+    assert str(v.frames[0]) in message and str(v.frames[1]) in message and "20x30" in message

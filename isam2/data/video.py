@@ -68,8 +68,9 @@ class Video:
     def _check_size(self, arr: np.ndarray, path: Path) -> None:
         if arr.shape[:2] != self.size:
             raise DataError(
-                f"{path} has size {arr.shape[0]}x{arr.shape[1]}, but video {self.id!r} is "
-                f"{self.size[0]}x{self.size[1]} (HxW, from its first frame)"
+                f"{path} is {arr.shape[0]}x{arr.shape[1]} (HxW) but {self.frames[0]}, the first frame of video "
+                f"{self.id!r}, is {self.size[0]}x{self.size[1]}; every frame and mask of a video must have one "
+                "size: one of these two files is wrong"
             )
 
     def load_frame(self, i: int) -> np.ndarray:
