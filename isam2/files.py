@@ -3,27 +3,52 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from isam2.errors import ISAM2Error
+
+# OSErrors of a write that the user must fix (space, quota, permissions), by errno: what to tell them.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def _open_for_write(path: Path) -> IO[bytes]:
+    """The temporary file of `atomic_file` (a seam: tests replace it to simulate a full disk or a crash)."""
+    return open(path, "wb")
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary sibling of `path` for writing; rename it onto `path` only if the block succeeds."""
+    """Open a temporary sibling of `path` for writing; rename it onto `path` only if the block succeeds.
+
+    A full disk, an exceeded quota, a denied permission or a read-only file system (`DISK_ERRORS`) raises
+    an ISAM2Error naming `path`; the temporary file is removed and an earlier `path` stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with tmp.open("wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _open_for_write(tmp) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in DISK_ERRORS:
+            raise ISAM2Error(f"cannot write {path}: {DISK_ERRORS[e.errno]} ({e.strerror or e})") from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -31,6 +56,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_file(path) as f:
         f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 4 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _sha256_cache_file() -> Path:
@@ -44,8 +78,6 @@ def cached_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes, remembered by (absolute path, size, mtime_ns) in `$ISAM2_CACHE_DIR/sha256.json`
     (default ~/.cache/isam2), so a multi-GB checkpoint is hashed once, not on every run. A file that changes
     changes its size or mtime and is hashed again; an unwritable cache only costs the re-hash."""
-    import hashlib
-
     path = Path(path).expanduser().resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
@@ -58,11 +90,7 @@ def cached_sha256(path: str | os.PathLike) -> str:
         cache = {}
     if isinstance(cache.get(key), str):
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     cache = {k: v for k, v in cache.items() if not k.startswith(f"{path}|")}
     cache[key] = digest
     with contextlib.suppress(OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -320,3 +322,20 @@ def test_a_decode_error_in_the_prefetch_thread_stops_with_the_file_named(tmp_pat
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
     assert extraction.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
     assert not (path / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["enospc", "edquot", "eacces", "erofs"])
+def test_a_failed_write_names_the_file_and_keeps_the_earlier_one(tmp_path, monkeypatch, kind):
+    from isam2 import files
+    from isam2.errors import ISAM2Error
+    from tests.reliability.faults import faulty_opener
+
+    target = tmp_path / "out" / "data.json"
+    files.write_json(target, {"earlier": True})
+    monkeypatch.setattr(files, "_open_for_write", faulty_opener(kind, str(target)))
+    with pytest.raises(ISAM2Error) as err, files.atomic_file(target) as f:
+        f.write(b"x" * 1000)  # fails partway: 64 bytes reach the temporary file
+    assert str(target) in str(err.value)
+    assert files.DISK_ERRORS[getattr(errno, kind.upper())] in str(err.value)
+    assert json.loads(target.read_text()) == {"earlier": True}
+    assert [p.name for p in target.parent.iterdir()] == ["data.json"]  # no temporary file left
