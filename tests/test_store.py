@@ -339,3 +339,16 @@ def test_a_failed_write_names_the_file_and_keeps_the_earlier_one(tmp_path, monke
     assert files.DISK_ERRORS[getattr(errno, kind.upper())] in str(err.value)
     assert json.loads(target.read_text()) == {"earlier": True}
     assert [p.name for p in target.parent.iterdir()] == ["data.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc/x", "/etc/passwd", "a/b", ".."])
+def test_a_manifest_from_elsewhere_cannot_lead_outside_the_store(tmp_path, fake_source, bad_id):
+    from isam2.errors import ISAM2Error
+
+    store = ensure_store(make_cfg(tmp_path), "val")
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    manifest["videos"][0]["id"] = bad_id
+    (store.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ISAM2Error) as err:
+        MaskletStore(store.path)
+    assert str(store.path / "manifest.json") in str(err.value) and repr(bad_id) in str(err.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from isam2.data.labels import NUM_CLASSES, vipseg_to_train, vspw_to_train
 from isam2.data.video import DataError, Video, pair_video
@@ -13,13 +13,21 @@ CLASS_NAME_FILES = ("label_num_dic_final.json", "class_names.json")
 
 
 def read_split(root: Path, split: str) -> list[str]:
-    """Video ids listed in `<root>/<split>.txt`, one per line."""
+    """Video ids listed in `<root>/<split>.txt`, one per line. An id that would lead outside the dataset root
+    (absolute, or with a `..` part) is refused: a split file is data, it must not choose what we read."""
     path = Path(root) / f"{split}.txt"
     if not path.is_file():
         raise DataError(f"split file not found: {path} (data.root={root}, data.split={split})")
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise DataError(f"split file lists no videos: {path}")
+    for video_id in ids:
+        relative = PurePosixPath(video_id)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DataError(
+                f"split file {path} lists {video_id!r}, which leads outside the dataset root {root}; "
+                "a split file lists video folder names"
+            )
     return ids
 
 

@@ -119,10 +119,13 @@ def store_folder(store_dir: str | os.PathLike, identity: dict[str, Any]) -> Path
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _check_video_id(video_id: str) -> str:
-    if not _SAFE_ID.fullmatch(video_id):
+def _check_video_id(video_id: str, source: str | os.PathLike | None = None) -> str:
+    """`video_id` if it can name a file inside the store folder (no separator, no `..`); `source` is the
+    file that listed it (a manifest from elsewhere is untrusted: it must not make us read outside)."""
+    if not isinstance(video_id, str) or not _SAFE_ID.fullmatch(video_id):
+        listed = f"{source} lists " if source is not None else ""
         raise ISAM2Error(
-            f"video id {video_id!r} cannot name a store file (allowed: letters, digits, _ . + -)"
+            f"{listed}video id {video_id!r}, which cannot name a store file (allowed: letters, digits, _ . + -)"
         )
     return video_id
 
@@ -290,6 +293,17 @@ def _mismatch_message(path: Path, found: str, expected: str) -> str:
 # ------------------------------------------------------------------------------------------ reading
 
 
+def _check_manifest_videos(manifest_path: Path, videos: list[dict[str, Any]], num_rows: int) -> None:
+    """Refuse a manifest whose videos could name files outside the store or rows outside its arrays."""
+    for v in videos:
+        _check_video_id(v.get("id"), manifest_path)
+        if not 0 <= int(v["start"]) <= int(v["stop"]) <= num_rows:
+            raise ISAM2Error(
+                f"{manifest_path} gives video {v['id']!r} rows {v['start']}:{v['stop']} of {num_rows}; "
+                "rebuild with force=true"
+            )
+
+
 class MaskletStore:
     """A finished store, read-only and memory-mapped. Arrays are attributes (see ROW_DTYPES); rows of a
     video are contiguous and in frame order; `id_map` returns GLOBAL row indices into those arrays."""
@@ -322,6 +336,7 @@ class MaskletStore:
             )
         self.dim = int(self.manifest["dim"])
         n = int(self.manifest["num_rows"])
+        _check_manifest_videos(manifest_path, self.manifest["videos"], n)
         for key, dtype in ROW_DTYPES.items():
             file = self.path / f"{key}.npy"
             try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
+
+import pytest
 
 from isam2.masklets.store import MaskletStore, done_videos
 from tests.reliability.harness import assert_refused
@@ -49,3 +53,35 @@ def test_a_full_disk_names_the_file_and_keeps_earlier_outputs(tmp_path):
     assert done_videos(folder) == {videos[0]} and not (folder / "manifest.json").exists()
     run_cli("isam2.extract", extract_args(tmp_path, "train", "rerun"))  # resumes: the disk has room again
     assert MaskletStore(folder).videos() == videos
+
+
+@pytest.fixture
+def escaping_split(tmp_path) -> tuple[Path, Path]:
+    """A synthetic set whose val.txt also lists `../../outside`, a real video folder outside the root."""
+    from isam2.data.synthetic import SyntheticConfig, generate
+
+    root = generate(
+        tmp_path / "data", SyntheticConfig(num_train=1, num_val=1, num_test=1, height=24, width=32)
+    )
+    shutil.copytree(root / "data" / (root / "val.txt").read_text().split()[0], tmp_path / "outside")
+    split_file = root / "val.txt"
+    split_file.write_text(split_file.read_text() + "../../outside\n")
+    return root, split_file
+
+
+def test_a_split_file_cannot_lead_outside_the_dataset_root(escaping_split):
+    from isam2.data import VSPW, DataError
+
+    root, split_file = escaping_split
+    with pytest.raises(DataError, match=re.escape(f"split file {split_file} lists '../../outside'")):
+        VSPW(root, "val")
+
+
+def test_a_split_file_cannot_lead_the_cli_outside_the_dataset_root(tmp_path, escaping_split):
+    root, split_file = escaping_split
+    assert_refused(
+        "isam2.extract",
+        [*extract_args(tmp_path, "val", "outside"), f"data.root={root}", "data.generate=null"],
+        [str(split_file), "../../outside"],
+        protected=[tmp_path / "outside", root],
+    )
