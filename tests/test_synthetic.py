@@ -76,3 +76,115 @@ def test_ensure_generates_once_and_refuses_foreign_folder(tmp_path):
     with pytest.raises(ISAM2Error, match="not empty"):
         ensure_synthetic(foreign, SMALL)
     assert (foreign / "keep.txt").read_text() == "user data"
+
+
+def _hidden_siblings(root):
+    return sorted(p.name for p in root.parent.iterdir() if p.name.startswith(f".{root.name}."))
+
+
+def test_generate_never_deletes_a_folder_it_did_not_make(tmp_path):
+    import pytest
+
+    from isam2.errors import ISAM2Error
+
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "sub" / "keep.txt").write_text("user data")
+    (mine / "label_num_dic_final.json").write_text("{}")
+    for folder in (mine, tmp_path / "mine" / "sub" / "keep.txt"):
+        before = _digest(mine)
+        with pytest.raises(ISAM2Error, match="refusing to") as refused:
+            generate(folder, SMALL, force=True)
+        assert str(folder) in str(refused.value) and _digest(mine) == before
+    assert _hidden_siblings(mine) == []
+
+
+def test_generate_keeps_its_own_set_and_replaces_it_only_with_force(tmp_path):
+    import pytest
+
+    from isam2.data.synthetic import MARKER, synthetic_settings
+    from isam2.errors import ISAM2Error
+
+    root = generate(tmp_path / "s", SMALL)
+    assert synthetic_settings(root) == SMALL.__dict__
+    assert json.loads((root / MARKER).read_text())["made_by"] == "isam2.data.synthetic"
+    before, stamp = _digest(root), (root / "train.txt").stat().st_mtime_ns
+    generate(root, SMALL)  # the same set: kept as it is
+    assert (root / "train.txt").stat().st_mtime_ns == stamp
+    other = SyntheticConfig(**{**SMALL.__dict__, "seed": 4})
+    with pytest.raises(ISAM2Error, match="force=true"):
+        generate(root, other)
+    assert _digest(root) == before
+    generate(root, other, force=True)
+    assert synthetic_settings(root) == other.__dict__ and _digest(root) == _digest(generate(tmp_path / "o", other))
+    assert _hidden_siblings(root) == []
+
+
+def test_a_failed_regeneration_keeps_the_earlier_set(tmp_path, monkeypatch):
+    import pytest
+
+    from isam2.data import synthetic
+
+    root = generate(tmp_path / "s", SMALL)
+    before = _digest(root)
+    calls = []
+
+    def failing_video(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_video(*args)
+
+    real_video = synthetic._video
+    monkeypatch.setattr(synthetic, "_video", failing_video)
+    with pytest.raises(KeyboardInterrupt):
+        generate(root, SyntheticConfig(**{**SMALL.__dict__, "seed": 9}), force=True)
+    assert _digest(root) == before and _hidden_siblings(root) == []
+
+
+def test_a_killed_generation_leaves_no_set_at_root(tmp_path):
+    """SIGKILL in the middle of a generation (no cleanup runs): nothing at root looks like a set."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "s"
+    code = f"""
+import os, signal
+from isam2.data import synthetic
+real, calls = synthetic._video, []
+def dying(*args):
+    calls.append(1)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args)
+synthetic._video = dying
+synthetic.generate({str(root)!r}, synthetic.SyntheticConfig(**{SMALL.__dict__!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    assert not root.exists()
+    assert ensure_synthetic(root, SMALL) == root and (root / "test.txt").is_file()
+
+
+def test_a_set_made_before_the_marker_is_recognised_by_its_layout(tmp_path):
+    """Sets made by earlier versions carry `synthetic.json` (the settings) instead of the marker."""
+    import pytest
+
+    from isam2.data.synthetic import MARKER, synthetic_settings
+    from isam2.errors import ISAM2Error
+
+    root = generate(tmp_path / "old", SMALL)
+    (root / MARKER).unlink()
+    (root / "synthetic.json").write_text(json.dumps(SMALL.__dict__, indent=1))
+    assert synthetic_settings(root) == SMALL.__dict__
+    assert ensure_synthetic(root, SMALL) == root and not (root / MARKER).exists()
+    generate(root, SyntheticConfig(**{**SMALL.__dict__, "seed": 4}), force=True)
+    assert synthetic_settings(root)["seed"] == 4 and not (root / "synthetic.json").exists()
+    # a folder that merely has a synthetic.json of that shape but not this module's layout is not ours
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "synthetic.json").write_text(json.dumps(SMALL.__dict__))
+    assert synthetic_settings(foreign) is None
+    with pytest.raises(ISAM2Error, match="refusing"):
+        generate(foreign, SMALL, force=True)
+    assert (foreign / "synthetic.json").is_file()

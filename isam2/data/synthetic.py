@@ -1,7 +1,11 @@
 """The built-in synthetic dataset: small textured videos with moving, occluding objects, in the VSPW_480p layout.
 
-`python -m isam2.data.synthetic root=<dir> [num_train=12 height=240 ...]` writes it; `ensure_synthetic`
+`python -m isam2.data.synthetic root=<dir> [num_train=12 height=240 ... force=true]` writes it; `ensure_synthetic`
 writes it on first use. Values are raw VSPW ids, so every reader path is the one real data takes.
+
+A set is built in a hidden temporary sibling and renamed into place, so a killed generation leaves no
+half set at `root`. It carries MARKER (what made it, with which settings); only a folder recognised as
+such a set (`synthetic_settings`) is ever replaced, and only with force=true: any other folder is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from isam2.errors import ConfigError, user_errors_exit
 
 # (name, raw VSPW id, base RGB, texture). Raw ids 1..10 -> train ids 0..9.
 STUFF = [
@@ -34,6 +40,9 @@ THINGS = [
 ]
 OTHERS_COLOUR = (128, 128, 128)
 SPLITS = ("train", "val", "test")
+MARKER = ".isam2-synthetic.json"  # {"made_by": MADE_BY, "settings": SyntheticConfig as a dict}
+MADE_BY = "isam2.data.synthetic"
+LEGACY_STAMP = "synthetic.json"  # the settings file of sets made before MARKER existed
 
 
 @dataclass(frozen=True)
@@ -119,11 +128,69 @@ def _video(rng: np.random.Generator, n_frames: int, h: int, w: int) -> tuple[np.
     return frames, masks
 
 
-def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
-    """Write the synthetic set under `root` (VSPW_480p layout). Deterministic for `cfg`; atomic (temp dir, rename)."""
+def class_names() -> dict[str, int]:
+    """The set's `label_num_dic_final.json`: class name -> raw VSPW id."""
+    return {"others": 0} | {name: raw for name, raw, *_ in STUFF + THINGS}
+
+
+def synthetic_settings(root: str | Path) -> dict | None:
+    """The settings of the synthetic set at `root`, or None if `root` holds no set made by this module.
+
+    A set carries MARKER. A set made before the marker existed is recognised by its layout: a `synthetic.json`
+    with exactly SyntheticConfig's fields, this module's `label_num_dic_final.json` and the three split files."""
+    root = Path(root)
+    try:
+        if (root / MARKER).is_file():
+            record = json.loads((root / MARKER).read_text())
+            return dict(record["settings"]) if record.get("made_by") == MADE_BY else None
+        legacy = json.loads((root / LEGACY_STAMP).read_text())
+        names = json.loads((root / "label_num_dic_final.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if (
+        isinstance(legacy, dict)
+        and set(legacy) == set(SyntheticConfig.__dataclass_fields__)
+        and names == class_names()
+        and all((root / f"{split}.txt").is_file() for split in SPLITS)
+    ):
+        return legacy
+    return None
+
+
+def _check_replaceable(root: Path, cfg: SyntheticConfig, force: bool) -> bool:
+    """Whether `root` (which exists) may be replaced by a new set; False: it already holds this very set.
+    Raises DataError for anything that is not a synthetic set of ours, and for ours without force."""
+    from isam2.data.video import DataError
+
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder: refusing to replace it; choose a new or empty folder")
+    if not any(root.iterdir()):
+        return True
+    settings = synthetic_settings(root)
+    if settings is None:
+        raise DataError(
+            f"{root} is not empty and holds no synthetic set made by {MADE_BY} (no {MARKER}): "
+            "refusing to delete or overwrite it; choose a new or empty folder"
+        )
+    if force:
+        return True
+    if settings == asdict(cfg):
+        return False
+    raise DataError(
+        f"{root} already holds a synthetic set made with other settings ({settings}); "
+        "pass force=true to regenerate it, or choose another root"
+    )
+
+
+def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig(), force: bool = False) -> Path:
+    """Write the synthetic set under `root` (VSPW_480p layout). Deterministic for `cfg`; atomic: built in a
+    hidden temporary sibling, then renamed into place. `root` must be new, empty, or a synthetic set of ours
+    (`synthetic_settings`): the same set is kept as it is, another one is replaced only with `force`."""
     root = Path(root).expanduser().resolve()
+    if root.exists() and not _check_replaceable(root, cfg, force):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     try:
         rng = np.random.default_rng(cfg.seed)
         counts = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
@@ -142,48 +209,66 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path
                     )
                     Image.fromarray(masks[t]).save(tmp / "data" / vid / "mask" / f"{name}.png")
             (tmp / f"{split}.txt").write_text("".join(f"{v}\n" for v in ids))
-        names = {"others": 0} | {name: raw for name, raw, *_ in STUFF + THINGS}
-        (tmp / "label_num_dic_final.json").write_text(json.dumps(names, indent=1))
-        (tmp / "synthetic.json").write_text(json.dumps(asdict(cfg), indent=1))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
+        (tmp / "label_num_dic_final.json").write_text(json.dumps(class_names(), indent=1))
+        (tmp / MARKER).write_text(json.dumps({"made_by": MADE_BY, "settings": asdict(cfg)}, indent=1))
+        _swap_in(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
+def _swap_in(new: Path, root: Path) -> None:
+    """Rename the finished set `new` onto `root`. A set already at `root` (checked as ours) is first renamed
+    aside, then deleted: a kill in between leaves no `root` at all, never a half set."""
+    if root.exists() and any(root.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+        os.replace(root, old)
+        os.replace(new, root)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, root)  # onto a missing or empty folder
+
+
 def ensure_synthetic(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """Generate the set on first use (missing or empty root). An existing synthetic set is used as it is,
-    never overwritten: delete it to regenerate with other settings."""
+    never overwritten (regenerate it with `python -m isam2.data.synthetic root=<root> force=true`)."""
     root = Path(root).expanduser()
-    stamp = root / "synthetic.json"
-    if stamp.is_file():
-        if json.loads(stamp.read_text()) != asdict(cfg):
+    settings = synthetic_settings(root)
+    if settings is not None:
+        if settings != asdict(cfg):
             print(
-                f"note: {root} holds a synthetic set made with other settings ({stamp}); using it as it is",
+                f"note: {root} holds a synthetic set made with other settings; using it as it is",
                 file=sys.stderr,
                 flush=True,
             )
         return root
-    if root.is_dir() and any(root.iterdir()):
-        from isam2.data.video import DataError
-
-        raise DataError(f"data.root={root} is not empty and holds no synthetic set: refusing to overwrite it")
+    if root.exists():
+        _check_replaceable(root, cfg, force=False)  # refuses anything but an empty folder
     print(f"generating the synthetic dataset in {root} ...", file=sys.stderr, flush=True)
     return generate(root, cfg)
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> None:
-    """CLI: `python -m isam2.data.synthetic root=<dir> [key=value ...]` (keys of SyntheticConfig)."""
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    root = args.pop("root", "data/synthetic")
+    """CLI: `python -m isam2.data.synthetic root=<dir> [key=value ...] [force=true]` (keys of SyntheticConfig)."""
     fields = SyntheticConfig.__dataclass_fields__
-    unknown = set(args) - set(fields)
-    if unknown:
-        raise SystemExit(f"error: unknown setting(s) {sorted(unknown)}; known: root, {', '.join(fields)}")
-    cfg = SyntheticConfig(**{k: int(v) for k, v in args.items()})
-    out = generate(root, cfg)
+    args: dict[str, str] = {}
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, eq, value = arg.partition("=")
+        if not eq or key not in {"root", "force", *fields}:
+            raise ConfigError(
+                f"{arg!r} is not a setting root=, force=true|false or one of {', '.join(fields)}"
+            )
+        args[key] = value
+    root = args.pop("root", "data/synthetic")
+    force = args.pop("force", "false").lower()
+    if force not in ("true", "false"):
+        raise ConfigError(f"force={force} must be true or false")
+    try:
+        cfg = SyntheticConfig(**{k: int(v) for k, v in args.items()})
+    except ValueError:
+        raise ConfigError(f"the settings {args} must be integers") from None
+    out = generate(root, cfg, force=force == "true")
     print(f"wrote {cfg.num_train}+{cfg.num_val}+{cfg.num_test} videos to {out}")
 
 
