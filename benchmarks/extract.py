@@ -32,10 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from isam2.data.datasets import VSPW
 from isam2.data.synthetic import SyntheticConfig, generate
 from isam2.masklets.extraction import extract_videos
-from isam2.masklets.generator import SAM2_DEFAULTS, SAM2MaskletSource
+from isam2.masklets.generator import SAM2MaskletSource
 from isam2.masklets.runtime import apply_tf32
 from isam2.masklets.sam2_backbone import SAM2Backbone
 from isam2.masklets.seeded import SeededMaskletSource
+from isam2.masklets.settings import SAM2_DEFAULTS
 from isam2.masklets.timing import STAGES, StageClock
 
 ENGINES = {

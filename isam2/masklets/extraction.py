@@ -1,20 +1,24 @@
 """Building a MaskletStore: run the masklet source over a split's videos (1 process, DDP or torchrun), resumably.
 
 Distributed protocol (the store folder is the shared state, so it must be on a file system every rank sees):
-rank 0 checks/prepares the folder and broadcasts the outcome; each rank extracts its whole videos
-(`shard_indices`, no padding) and writes their shards; every rank waits until all shards exist (polling
-the folder, not a collective, so a slow rank never trips a collective timeout); rank 0 finalises; the
-others wait for manifest.json; a final barrier; every rank opens the store. A failing rank leaves
-`errors/rank<r>.txt`, which makes the waiting ranks stop with its message instead of hanging.
+rank 0 takes the store's build lock, checks/prepares the folder and broadcasts the outcome; each rank beats
+its heartbeat, extracts its whole videos (`shard_indices`, no padding) and writes their shards; every rank
+waits until all shards exist (polling the folder, not a collective, so a slow rank never trips a collective
+timeout); rank 0 finalises; the others wait for manifest.json; a final barrier; every rank opens the store.
+Waits have a deadline, and a rank that failed (its heartbeat carries the error) or died (its heartbeat
+stopped, or its process on this host is gone) stops the waiting ranks with an error naming it
+(`isam2.masklets.coordination`).
+
+Ranks are launched only by `python -m isam2.extract` (`ensure_store(..., launch=True)`). Elsewhere a
+process launched as rank > 0 without a process group (torchrun, srun, Lightning's DDP children) waits
+for rank 0, which builds a missing store alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -25,27 +29,38 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.data.sharding import asks_for_several_processes, rank_and_world, shard_indices
-from isam2.errors import ISAM2Error
+from isam2.data.sharding import asks_for_several_processes, launched_rank, rank_and_world, shard_indices
+from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import write_json
+from isam2.masklets.coordination import (
+    LOCK_NAME,
+    BuildLock,
+    BuildSettings,
+    Heartbeat,
+    PeerWatch,
+    reset_heartbeats,
+    wait_until,
+)
 from isam2.masklets.pooling import mask_areas
+from isam2.masklets.settings import check_extraction_settings
 from isam2.masklets.store import (
     SHARD_ARRAYS,
     MaskletStore,
     VideoShard,
+    _check_video_id,
     config_hash,
     done_videos,
     finalize_store,
+    non_finite_arrays,
     paint_ids,
     prepare_folder,
     store_folder,
     store_identity,
+    verified_done_videos,
     write_video_shard,
 )
 from isam2.masklets.targets import masklet_targets
 from isam2.masklets.timing import StageClock
-
-POLL_SECONDS = 0.5
 
 
 def load_video(video: Any, clock: StageClock | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,8 +114,12 @@ def extract_frames(
             )
         gt_t = None if gt is None else torch.from_numpy(np.ascontiguousarray(gt[t])).to(fm.masks.device)
         rows, id_map = frame_rows(fm, t, gt_t, first_row)
-        if not np.isfinite(rows["features"]).all():
-            raise ISAM2Error(f"video {video_id!r} frame {t}: masklet features are not finite in fp16")
+        bad = non_finite_arrays(rows)  # in the store's dtypes: an fp32 feature beyond fp16's range is inf
+        if bad:
+            raise ISAM2Error(
+                f"video {video_id!r} frame {t}: masklet {' and '.join(bad)} not finite (NaN or infinite, "
+                "features in fp16); nothing of this video was written"
+            )
         n = len(rows["frame"])
         for key in SHARD_ARRAYS:
             parts[key].append(rows[key])
@@ -200,16 +219,8 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _raise_peer_errors(path: Path) -> None:
-    for file in sorted((path / "errors").glob("rank*.txt")):
-        raise ISAM2Error(f"extraction failed on another rank ({file}): {file.read_text().strip()}")
-
-
-def _wait_for(path: Path, ready: Any) -> None:
-    """Poll the store folder until `ready()`; stop if a rank reported an error."""
-    while not ready():
-        _raise_peer_errors(path)
-        time.sleep(POLL_SECONDS)
+def _in_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def _launcher_fabric(trainer_cfg: DictConfig) -> Any | None:
@@ -237,7 +248,9 @@ def ensure_store(cfg: DictConfig, split: str, force: bool = False, progress: boo
 
     In an initialised process group (e.g. inside a DDP run) the ranks share the work; otherwise, when
     cfg.trainer asks for several devices, Lightning Fabric launches the ranks; else one process.
+    Every `sam2` and `masklets` setting is checked first, before a folder is made or a frame is read.
     """
+    check_extraction_settings(cfg)
     identity = store_identity(cfg, split)
     path = store_folder(cfg.paths.store_dir, identity)
     in_group = dist.is_available() and dist.is_initialized()
@@ -262,6 +275,8 @@ def _ensure_in_group(
         try:
             dataset = open_split(cfg.data, split)  # first on rank 0: it may generate the synthetic set
             video_ids = [v.id for v in dataset.videos]
+            for video_id in video_ids:  # every id must name a file, before the first video is extracted
+                _check_video_id(video_id, dataset.root / f"{split}.txt")
             if not force and (path / "manifest.json").is_file():
                 opened = MaskletStore(path, expected_hash=expected)
                 _check_videos(opened, video_ids)

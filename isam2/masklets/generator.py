@@ -42,31 +42,10 @@ from isam2.masklets.oracle import gt_components, link_tracks
 from isam2.masklets.pooling import mask_areas
 from isam2.masklets.sam2_adapter import InjectedImagePredictor, quiet_tqdm, stock_amg
 from isam2.masklets.sam2_backbone import EncodedFrame, SAM2Backbone
+from isam2.masklets.settings import masklet_settings, positive_int
 from isam2.masklets.timing import StageClock
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("sam2", "gt")
-# The paper's AMG settings (sam2 argument names) and our defaults for the rest.
-SAM2_DEFAULTS: dict[str, Any] = {
-    "window": 32,
-    "points_per_side": 16,
-    "points_per_batch": 64,
-    "pred_iou_thresh": 0.6,
-    "stability_score_thresh": 0.8,
-    "stability_score_offset": 0.9,
-    "box_nms_thresh": 0.7,
-    "crop_n_layers": 0,
-    "min_area": 0,
-    "offload_state_to_cpu": False,
-    "amg": "native",
-    "propagation": "batched",
-    "objects_per_batch": None,
-    "frames_per_batch": 8,
-}
-GT_DEFAULTS: dict[str, Any] = {"min_area": 16, "track_iou": 0.5, "frames_per_batch": 8}
-AMG_ENGINES = ("native", "sam2")
-PROPAGATION_ENGINES = ("batched", "per_object")
 
 
 @dataclass
@@ -91,22 +70,6 @@ class FrameMasklets:
         )
 
 
-def _settings(cfg: Mapping | None, defaults: dict[str, Any]) -> dict[str, Any]:
-    out = dict(defaults)
-    if cfg is not None:
-        for k in defaults:
-            if k in cfg and cfg[k] is not None:
-                out[k] = cfg[k]
-    return out
-
-
-def _pooling_levels(cfg: Mapping | None) -> list[int]:
-    if cfg is None or cfg.get("pooling") is None:
-        return [0]
-    levels = cfg["pooling"].get("levels", [0])
-    return [0] if levels is None else list(levels)
-
-
 def _check_video(frames: np.ndarray, gt: np.ndarray | None) -> None:
     if (
         not isinstance(frames, np.ndarray)
@@ -118,16 +81,6 @@ def _check_video(frames: np.ndarray, gt: np.ndarray | None) -> None:
         raise ISAM2Error(f"frames must be a uint8 array [T, H, W, 3], got {desc}")
     if gt is not None and (gt.ndim != 3 or tuple(gt.shape) != tuple(frames.shape[:3])):
         raise ISAM2Error(f"ground truth {gt.shape} does not match frames {frames.shape[:3]}")
-
-
-def _positive_int(settings: dict[str, Any], key: str) -> int:
-    try:
-        value = int(settings[key])
-        if value < 1:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ISAM2Error(f"masklets.{key}={settings[key]!r} must be an integer >= 1") from None
-    return value
 
 
 class WindowFeatures:
@@ -163,7 +116,7 @@ class MaskletSource:
     def __init__(self, backbone: SAM2Backbone, settings: dict[str, Any]):
         self.backbone = backbone
         self.settings = settings
-        self.frames_per_batch = _positive_int(settings, "frames_per_batch")
+        self.frames_per_batch = positive_int(settings, "frames_per_batch")
         self.clock = StageClock()  # replace with an enabled one to time the stages
 
     @property
@@ -223,22 +176,9 @@ class SAM2MaskletSource(MaskletSource):
 
     def __init__(self, backbone: SAM2Backbone, settings: dict[str, Any]):
         super().__init__(backbone, settings)
-        s = settings
-        self.window = _positive_int(s, "window")
-        for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
-            if not 0.0 <= float(s[key]) <= 1.0:
-                raise ISAM2Error(f"masklets.{key}={s[key]} must be in [0, 1]")
-        _positive_int(s, "points_per_side")
-        _positive_int(s, "points_per_batch")
-        self.objects_per_batch = (
-            None if s["objects_per_batch"] is None else _positive_int(s, "objects_per_batch")
-        )
-        if s["amg"] not in AMG_ENGINES:
-            raise ISAM2Error(f"masklets.amg={s['amg']!r} is not one of {', '.join(AMG_ENGINES)}")
-        if s["propagation"] not in PROPAGATION_ENGINES:
-            raise ISAM2Error(
-                f"masklets.propagation={s['propagation']!r} is not one of {', '.join(PROPAGATION_ENGINES)}"
-            )
+        s = settings  # checked by isam2.masklets.settings.masklet_settings
+        self.window = int(s["window"])
+        self.objects_per_batch = None if s["objects_per_batch"] is None else int(s["objects_per_batch"])
         self.amg_engine = str(s["amg"])
         if self.amg_engine == "native" and int(s["crop_n_layers"]) > 0:
             log.info(
@@ -381,10 +321,8 @@ def build_masklet_source(masklets_cfg: Mapping | None, backbone: SAM2Backbone) -
     Also sets `backbone.pooling_levels` from `masklets.pooling.levels` (default [0]: vision_features),
     so `backbone.feature_dim` and `source.feature_dim` give the length of the vectors it yields.
     """
-    source = "sam2" if masklets_cfg is None else str(masklets_cfg.get("source", "sam2"))
-    if source not in SOURCES:
-        raise ISAM2Error(f"masklets.source={source!r} is not one of {', '.join(SOURCES)}")
-    backbone.pooling_levels = _pooling_levels(masklets_cfg)
+    source, settings, levels = masklet_settings(masklets_cfg)
+    backbone.pooling_levels = levels
     if source == "gt":
-        return GTMaskletSource(backbone, _settings(masklets_cfg, GT_DEFAULTS))
-    return SAM2MaskletSource(backbone, _settings(masklets_cfg, SAM2_DEFAULTS))
+        return GTMaskletSource(backbone, settings)
+    return SAM2MaskletSource(backbone, settings)

@@ -22,12 +22,10 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +36,15 @@ from isam2.files import cached_sha256
 from isam2.masklets import sam2_adapter
 from isam2.masklets.pooling import pool_levels
 from isam2.masklets.sam2_adapter import FrozenSAM2VideoPredictor, sam2_has_C
+from isam2.masklets.settings import (
+    check_image_size,
+    check_pooling_levels,
+    check_variant,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("hiera_t", "hiera_s", "hiera_b+", "hiera_l")
-VERSIONS = ("2.1", "2.0")
-# Pooling levels: 0 = the encoder's `vision_features` (stride 16), 1 = the FPN level at stride 8,
-# 2 = the FPN level at stride 4 (both before the SAM decoder's conv_s0/conv_s1 projections). 256-d each.
-POOLING_LEVELS = {0: 16, 1: 8, 2: 4}
 FEATURES_PER_LEVEL = 256
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -56,11 +55,6 @@ def config_resource(variant: str, version: str) -> str:
     if version == "2.1":
         return f"configs/sam2.1/sam2.1_{variant}.yaml"
     return f"configs/sam2/sam2_{variant}.yaml"
-
-
-def _version_str(version: Any) -> str:
-    v = str(version).strip()
-    return {"2": "2.0", "2.00": "2.0", "2.10": "2.1"}.get(v, v)
 
 
 def file_sha256(path: Path) -> str:
@@ -110,19 +104,10 @@ class SAM2Backbone:
         except sam2_adapter.UnsupportedSAM2Version as e:
             raise ISAM2Error(str(e)) from None
 
-        version = _version_str(version)
-        if variant not in VARIANTS:
-            raise ISAM2Error(f"sam2.variant={variant!r} is not one of {', '.join(VARIANTS)}")
-        if version not in VERSIONS:
-            raise ISAM2Error(f"sam2.version={version!r} is not one of {', '.join(VERSIONS)}")
-        try:
-            image_size = int(image_size)
-        except (TypeError, ValueError):
-            raise ISAM2Error(f"sam2.image_size={image_size!r} is not an integer") from None
-        if image_size <= 0 or image_size % 32:
-            raise ISAM2Error(f"sam2.image_size={image_size} must be a positive multiple of 32")
+        variant, version = check_variant(variant, version)
+        image_size = check_image_size(image_size)
         self.variant, self.version, self.image_size = variant, version, image_size
-        self.device = self._resolve_device(device)
+        self.device = resolve_device(device)
         self.pooling_levels = pooling_levels  # validated by the setter
 
         resource = config_resource(variant, version)
@@ -178,43 +163,13 @@ class SAM2Backbone:
         self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1)
 
     # ------------------------------------------------------------------ settings
-    @staticmethod
-    def _resolve_device(device: str | torch.device) -> torch.device:
-        name = str(device)
-        if name == "auto":
-            if not torch.cuda.is_available():
-                return torch.device("cpu")
-            # one GPU per process under DDP / torchrun / srun: the launcher's local rank picks it
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-        try:
-            dev = torch.device(name)
-        except RuntimeError:
-            raise ISAM2Error(
-                f"sam2.device={name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)"
-            ) from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ISAM2Error(f"sam2.device={name} but CUDA is not available here (use auto or cpu)")
-        if dev.type not in ("cuda", "cpu"):
-            raise ISAM2Error(f"sam2.device={name}: only cpu and cuda are supported")
-        return dev
-
     @property
     def pooling_levels(self) -> tuple[int, ...]:
         return self._pooling_levels
 
     @pooling_levels.setter
     def pooling_levels(self, levels: Sequence[int]) -> None:
-        try:
-            levels = tuple(int(x) for x in levels)
-        except (TypeError, ValueError):
-            raise ISAM2Error(f"masklets.pooling.levels={levels!r} must be a list of integers") from None
-        bad = [x for x in levels if x not in POOLING_LEVELS]
-        if not levels or bad or len(set(levels)) != len(levels):
-            raise ISAM2Error(
-                f"masklets.pooling.levels={list(levels)} must be distinct values among 0 (vision_features, "
-                "stride 16), 1 (FPN stride 8), 2 (FPN stride 4)"
-            )
-        self._pooling_levels = levels
+        self._pooling_levels = check_pooling_levels(levels)
 
     @property
     def feature_dim(self) -> int:
