@@ -9,10 +9,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.errors import ISAM2Error
-from isam2.files import write_json
+from isam2.errors import ConfigError, ISAM2Error
+from isam2.files import load_weights, write_json
 
 ROLES = ("train", "val", "test")
 DEMO_NOTE = (
@@ -46,10 +47,22 @@ def open_stores_and_datasets(cfg: DictConfig, roles: dict[str, str]) -> tuple[di
     for split in dict.fromkeys(roles.values()):
         by_split_data[split] = open_split(cfg.data, split)
         by_split_store[split] = ensure_store(cfg, split)
+        _check_store_labels(by_split_store[split], int(cfg.data.num_classes))
     return (
         {role: by_split_store[split] for role, split in roles.items()},
         {role: by_split_data[split] for role, split in roles.items()},
     )
+
+
+def _check_store_labels(store: Any, num_classes: int) -> None:
+    """Every masklet target must be a class of `data.num_classes` (or 255, no target)."""
+    labels = np.asarray(store.label)
+    targeted = labels[labels != 255]
+    if targeted.size and int(targeted.max()) >= num_classes:
+        raise ConfigError(
+            f"data.num_classes={num_classes}, but the masklet store {store.path} has targets up to class "
+            f"{int(targeted.max())}; set data.num_classes to the dataset's class count"
+        )
 
 
 def instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -189,13 +202,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _recursive_=False,
     )
     trainer = build_trainer(cfg)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise ISAM2Error(f"ckpt_path={cfg.ckpt_path} is not a file")
+    if cfg.get("ckpt_path"):
+        load_weights(cfg.ckpt_path, "ckpt_path")  # names a missing or damaged file, refuses pickled objects
     class_names = datasets["test"].class_names
     if len(datamodule.train_rows) == 0:
         return untrained_test_stage(cfg, trainer, model, datamodule, stores, class_names)
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    # the checkpoint of the monitored metric (last.ckpt has a callback of its own, with no monitor)
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+    best = monitored[0].best_model_path if monitored else ""
     return test_and_report(
         cfg,
         trainer,
@@ -242,15 +257,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible
 
     ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise ISAM2Error(f"ckpt_path={ckpt} is not a file")
-    stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
+    checkpoint = load_weights(ckpt, "ckpt_path")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ISAM2Error(
+            f"ckpt_path={ckpt} is not a checkpoint of the masklet head (no state_dict); "
+            "use one from <run>/checkpoints/ of python -m isam2.train"
+        )
+    hparams = checkpoint.get("hyper_parameters", {})
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
     require_base_if_filling(overrides.get("fill"), cfg)
-    import torch
-
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    hparams = checkpoint.get("hyper_parameters", {})
+    stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
     check_compatible(hparams, int(cfg.data.num_classes), int(stores["test"].dim), f"checkpoint {ckpt}")
     model = MaskletClassifier.load_from_checkpoint(
         ckpt,

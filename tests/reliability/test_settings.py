@@ -70,3 +70,20 @@ def test_an_unusable_video_id_is_refused_before_the_first_video_is_extracted(tmp
     (root / "val.txt").write_text(f"{first}\nvidéo\n")
     assert_refused("isam2.extract", extract(tmp_path, root), ["vidéo", "val.txt"], protected=[root])
     assert not list((tmp_path / "stores").glob("*/videos/*.npz"))  # the first video was not extracted
+
+
+def test_a_store_target_beyond_the_class_count_names_the_setting(tmp_path, data_root):
+    """Before: an IndexError deep in the loss. The store's targets reach class 9 of the synthetic set."""
+    args = [
+        f"data.root={data_root}",
+        f"paths.store_dir={tmp_path / 'stores'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "sam2.image_size=64",
+        "masklets=gt",
+        "logger=csv",
+        "callbacks.rich_progress_bar=null",
+        "trainer.max_epochs=1",
+        "data.num_classes=5",
+    ]
+    assert_refused("isam2.train", args, ["data.num_classes=5", "stores"], protected=[data_root])
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
