@@ -1,4 +1,4 @@
-"""Atomic file writes (a temporary sibling, then a rename) and the cached sha256 of big files."""
+"""Atomic file writes (a temporary sibling, then a rename), the cached sha256 of big files, checked checkpoint loads."""
 
 from __future__ import annotations
 
@@ -96,3 +96,33 @@ def cached_sha256(path: str | os.PathLike) -> str:
     with contextlib.suppress(OSError):
         write_json(cache_file, cache)
     return digest
+
+
+def load_weights(path: str | os.PathLike, setting: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU. A file holding pickled objects besides tensors and
+    plain containers is refused without running them; a missing, unreadable, corrupt or truncated file is
+    named. Both raise an ISAM2Error naming `setting=path`."""
+    import pickle
+
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ISAM2Error(f"{setting}={path} is not a file; check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise ISAM2Error(f"{setting}={path} is a corrupt checkpoint ({e}); use an intact copy") from None
+        reason = next((ln for ln in str(e).splitlines() if "WeightsUnpickler error:" in ln), "")
+        reason = reason.split("WeightsUnpickler error:")[-1].split(". ")[0].strip()
+        raise ISAM2Error(
+            f"{setting}={path} holds pickled objects, not only weights ({reason or 'refused'}), and was not "
+            "loaded (isam2 loads checkpoints with weights_only=True); use a checkpoint of plain tensors"
+        ) from None
+    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on a damaged file
+        detail = (str(e).splitlines() or [""])[0][:160] or "the file ends early"
+        raise ISAM2Error(
+            f"{setting}={path} cannot be read as a checkpoint ({type(e).__name__}: {detail}); "
+            "it is corrupt, truncated, unreadable or not a checkpoint: use an intact copy"
+        ) from None

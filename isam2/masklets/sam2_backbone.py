@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from isam2.errors import ISAM2Error
-from isam2.files import cached_sha256
+from isam2.files import cached_sha256, load_weights
 from isam2.masklets import sam2_adapter
 from isam2.masklets.pooling import pool_levels
 from isam2.masklets.sam2_adapter import FrozenSAM2VideoPredictor, sam2_has_C
@@ -193,12 +193,7 @@ class SAM2Backbone:
         what = f"sam2={self.variant} sam2.version={self.version} ({self.config_name})"
         if not path.is_file():
             raise ISAM2Error(f"sam2.checkpoint {path} does not exist (wanted for {what})")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ISAM2Error(
-                f"sam2.checkpoint {path} cannot be read with weights_only=True (for {what}): {e}"
-            ) from None
+        obj = load_weights(path, "sam2.checkpoint")
         if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
             raise ISAM2Error(
                 f"sam2.checkpoint {path} is not a SAM2 checkpoint (no 'model' state dict) for {what}"
