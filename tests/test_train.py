@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from isam2.data.datasets import VSPW
 
-from .train_helpers import TINY_DATA, run_cli, scalar_metrics, tiny_overrides
+from .train_helpers import TINY_DATA, epoch_logs, run_cli, scalar_metrics, tiny_overrides
 
 METRIC_KEYS = {
     "miou",
@@ -23,6 +25,8 @@ METRIC_KEYS = {
     "num_videos",
     "protocol",
 }
+EPOCHS = 4
+RUN = ["seed=0", f"trainer.max_epochs={EPOCHS}", "model.head.dropout=0.1"]  # a resume must repeat dropout too
 pytestmark = pytest.mark.slow
 
 
@@ -33,9 +37,9 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def straight_run(shared, tmp_path_factory):
-    """3 epochs, seed 0 (also builds the shared data and stores on first use)."""
+    """EPOCHS epochs uninterrupted, seed 0, dropout 0.1 (also builds the shared data and stores on first use)."""
     tmp = tmp_path_factory.mktemp("straight")
-    proc = run_cli("isam2.train", [*tiny_overrides(tmp, shared), "seed=0"])
+    proc = run_cli("isam2.train", [*tiny_overrides(tmp, shared), *RUN])
     return tmp / "run", proc
 
 
@@ -59,14 +63,33 @@ def test_run_directory_holds_config_metrics_checkpoints_predictions_metadata(str
     assert "RANDOM" in proc.stdout + proc.stderr  # says the weights are random
 
 
+def test_last_ckpt_is_the_last_epoch_and_the_best_is_kept_beside_it(straight_run):
+    run, _ = straight_run
+    miou = [epoch_logs(run)[epoch]["val/miou"] for epoch in range(EPOCHS)]
+    best_epoch = int(np.argmax(miou))  # the first maximum: a tie is no improvement
+    assert best_epoch != EPOCHS - 1, "this test needs a run whose best epoch is not its last"
+    ckpts = {
+        p.name: torch.load(p, map_location="cpu", weights_only=True) for p in (run / "checkpoints").iterdir()
+    }
+    best = Path(json.loads((run / "metrics.json").read_text())["checkpoint"])
+    assert set(ckpts) == {"last.ckpt", best.name} and best.parent == run / "checkpoints"
+    assert ckpts["last.ckpt"]["epoch"] == EPOCHS - 1
+    assert ckpts[best.name]["epoch"] == best_epoch
+
+
 def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(straight_run, shared, tmp_path):
     straight = json.loads((straight_run[0] / "metrics.json").read_text())
     # "killed" after epoch 1: same schedule (T_max of the 3-epoch run), stopped after one epoch
-    first = [*tiny_overrides(tmp_path, shared), "seed=0", "trainer.max_epochs=1", "model.scheduler.T_max=3"]
+    first = [
+        *tiny_overrides(tmp_path, shared),
+        *RUN,
+        "trainer.max_epochs=1",
+        f"model.scheduler.T_max={EPOCHS}",
+    ]
     run_cli("isam2.train", first)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert last.is_file()
-    resumed = [*tiny_overrides(tmp_path, shared), "seed=0", f"ckpt_path={last}"]
+    resumed = [*tiny_overrides(tmp_path, shared), *RUN, f"ckpt_path={last}"]
     run_cli("isam2.train", resumed)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert scalar_metrics(metrics) == pytest.approx(scalar_metrics(straight), abs=1e-9)

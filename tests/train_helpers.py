@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -129,6 +130,30 @@ def free_port() -> int:
 
 def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/miou", "val/fwiou")
+
+
+def epoch_logs(run: Path) -> dict[int, dict[str, float]]:
+    """{epoch: {key: value}} of the per-epoch training and validation values in a run's CSV log."""
+    logs: dict[int, dict[str, float]] = {}
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for key in EPOCH_KEYS:
+                if row.get(key) and row.get("epoch"):
+                    logs.setdefault(int(row["epoch"]), {})[key] = float(row[key])
+    return logs
+
+
+def assert_same_weights(ckpt: Path, other: Path) -> None:
+    """The two checkpoints hold bit-identical head weights and buffers."""
+    import torch
+
+    a, b = (torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in (ckpt, other))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs between {ckpt} and {other}"
 
 
 def cpu_trainer(tmp_path: Path, max_epochs: int, **kwargs):
