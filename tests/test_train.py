@@ -12,7 +12,7 @@ from PIL import Image
 
 from isam2.data.datasets import VSPW
 
-from .train_helpers import TINY_DATA, epoch_logs, run_cli, scalar_metrics, tiny_overrides
+from .train_helpers import TINY_DATA, assert_same_weights, epoch_logs, run_cli, scalar_metrics, tiny_overrides
 
 METRIC_KEYS = {
     "miou",
@@ -77,23 +77,25 @@ def test_last_ckpt_is_the_last_epoch_and_the_best_is_kept_beside_it(straight_run
     assert ckpts[best.name]["epoch"] == best_epoch
 
 
-def test_resume_from_epoch_checkpoint_matches_uninterrupted_run(straight_run, shared, tmp_path):
-    straight = json.loads((straight_run[0] / "metrics.json").read_text())
-    # "killed" after epoch 1: same schedule (T_max of the 3-epoch run), stopped after one epoch
-    first = [
-        *tiny_overrides(tmp_path, shared),
-        *RUN,
-        "trainer.max_epochs=1",
-        f"model.scheduler.T_max={EPOCHS}",
-    ]
-    run_cli("isam2.train", first)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    resumed = [*tiny_overrides(tmp_path, shared), *RUN, f"ckpt_path={last}"]
-    run_cli("isam2.train", resumed)
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert scalar_metrics(metrics) == pytest.approx(scalar_metrics(straight), abs=1e-9)
-    assert metrics["per_class_iou"] == pytest.approx(straight["per_class_iou"], abs=1e-9, nan_ok=True)
+def test_resume_after_half_the_epochs_repeats_every_epoch_and_the_final_weights(
+    straight_run, shared, tmp_path
+):
+    straight = straight_run[0]
+    # stopped after half the epochs, on the schedule of the whole run (T_max), then resumed in place
+    args = [*tiny_overrides(tmp_path, shared), *RUN]
+    run_cli("isam2.train", [*args, f"trainer.max_epochs={EPOCHS // 2}", f"model.scheduler.T_max={EPOCHS}"])
+    run = tmp_path / "run"
+    first_half = epoch_logs(run)  # read now: the resumed run starts a new CSV log
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == EPOCHS // 2 - 1
+    run_cli("isam2.train", [*args, f"ckpt_path={last}"])
+    second_half = epoch_logs(run)
+    assert sorted(second_half) == list(range(EPOCHS // 2, EPOCHS))  # continued after the last completed epoch
+    assert {**first_half, **second_half} == epoch_logs(straight)  # every loss, accuracy and mIoU, exactly
+    assert_same_weights(last, straight / "checkpoints" / "last.ckpt")
+    metrics, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, straight))
+    assert Path(metrics.pop("checkpoint")).name == Path(expected.pop("checkpoint")).name
+    assert metrics == expected  # every test metric of every method, exactly
 
 
 def test_bad_ckpt_path_is_a_clear_error(shared, tmp_path):

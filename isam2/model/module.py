@@ -191,10 +191,12 @@ class MaskletClassifier(pl.LightningModule):
         return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
 
     # ---- training --------------------------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        # Dropout draws from a generator seeded by (seed, epoch, rank), so a run resumed from an epoch
-        # checkpoint continues exactly like an uninterrupted one (Lightning does not save RNG states).
-        torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank)
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from the global generator, reseeded before every batch from (seed, epoch, batch, rank):
+        # other draws (a DataLoader iterator takes one, created in another order on resume) cannot shift it,
+        # so a run resumed from an epoch checkpoint continues exactly like an uninterrupted one.
+        key = [self.hparams.seed, self.current_epoch, batch_idx, self.global_rank]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.masklet_logits(batch["features"])
