@@ -138,9 +138,7 @@ class AugmentedDataModule(StoreDataModule):
             self.clips_per_epoch,
             self.seed,
         )
-        sampler = _EpochClips(clips)
-        sampler.set_epoch(self.next_epoch())
-        return DataLoader(clips, sampler=sampler, batch_size=None, collate_fn=_single)
+        return DataLoader(clips, sampler=_EpochClips(clips), batch_size=None, collate_fn=_single)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if not (isinstance(batch, dict) and "frames" in batch):

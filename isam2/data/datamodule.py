@@ -273,15 +273,9 @@ class StoreDataModule(pl.LightningDataModule):
     def _trainer_attached(self) -> bool:
         return getattr(self, "trainer", None) is not None
 
-    def next_epoch(self) -> int:
-        """The epoch the trainer runs next (restored on resume). Lightning fetches the first batch of a fit
-        before it calls the sampler's set_epoch, so training samplers must start at this epoch."""
-        return self.trainer.fit_loop.epoch_progress.current.processed if self._trainer_attached() else 0
-
     def train_dataloader(self) -> DataLoader:
         resident = self._use_resident()
         sampler = EpochBatchSampler(len(self.train_rows), self.batch_size, seed=self.seed, shuffle=True)
-        sampler.set_epoch(self.next_epoch())
         return DataLoader(
             RowBatches(self.train_store, self.train_rows, resident),
             sampler=sampler,
