@@ -101,19 +101,22 @@ class FakeSource:
             yield fake_frame_masklets(frames[t], None if gt is None else gt[t])
 
 
+def fake_build(source: FakeSource):
+    """A stand-in for `extraction._build_backbone_and_source`: records a fake backbone, returns `source`."""
+
+    def build(cfg, path):
+        extraction.write_json(
+            path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3}
+        )
+        return None, source
+
+    return build
+
+
 @pytest.fixture
 def fake_source(monkeypatch):
     source = FakeSource()
-    monkeypatch.setattr(
-        extraction,
-        "_build_backbone_and_source",
-        lambda cfg, path: (
-            extraction.write_json(
-                path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3}
-            ),
-            source,
-        ),
-    )
+    monkeypatch.setattr(extraction, "_build_backbone_and_source", fake_build(source))
     return source
 
 
@@ -352,3 +355,112 @@ def test_a_manifest_from_elsewhere_cannot_lead_outside_the_store(tmp_path, fake_
     with pytest.raises(ISAM2Error) as err:
         MaskletStore(store.path)
     assert str(store.path / "manifest.json") in str(err.value) and repr(bad_id) in str(err.value)
+
+
+class PoisonedSource(FakeSource):
+    """The fake source, with one value of frame 1 of the second video replaced (a feature or a score)."""
+
+    def __init__(self, array: str, value: float) -> None:
+        super().__init__()
+        self.array, self.value = array, value
+
+    def video(self, frames, gt):
+        for t, fm in enumerate(super().video(frames, gt)):
+            if self.videos_done == 2 and t == 1:
+                getattr(fm, self.array)[0] = self.value
+            yield fm
+
+
+@pytest.mark.parametrize(
+    "array, value",
+    [("features", float("nan")), ("features", float("inf")), ("features", 1e6), ("scores", float("nan"))],
+)
+def test_extraction_refuses_a_non_finite_row_naming_the_video_and_frame(tmp_path, monkeypatch, array, value):
+    from isam2.data import open_split
+    from isam2.errors import ISAM2Error
+
+    source = PoisonedSource(array, value)  # 1e6 is finite in fp32 and infinite in the store's fp16
+    monkeypatch.setattr(extraction, "_build_backbone_and_source", fake_build(source))
+    cfg = make_cfg(tmp_path)
+    videos = [v.id for v in open_split(cfg.data, "val").videos]
+    with pytest.raises(ISAM2Error, match=rf"video '{videos[1]}' frame 1: masklet \w+ not finite"):
+        ensure_store(cfg, "val")
+    path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    assert extraction.done_videos(path) == {videos[0]}  # nothing of the poisoned video was written
+
+
+def write_two_row_store(path: Path, features: np.ndarray) -> MaskletStore:
+    """A one-video, one-frame store of two masklets, written with the store's own writer."""
+    from isam2.masklets.store import VideoShard, finalize_store, prepare_folder, write_video_shard
+
+    prepare_folder(path, {"toy": "two rows"}, force=True)
+    rows = {
+        "features": features.astype(np.float16),
+        "frame": np.zeros(2, np.int32),
+        "track": np.arange(2),
+        "area": np.ones(2),
+        "score": np.ones(2, np.float32),
+        "label": np.zeros(2, np.uint8),
+        "purity": np.ones(2, np.float32),
+        "valid": np.ones(2),
+    }
+    write_video_shard(path, "v", VideoShard(rows=rows, id_maps=[np.array([[0, 1]])]))
+    finalize_store(path, ["v"], {"config_hash": "toy"}, features.shape[1])
+    return MaskletStore(path)
+
+
+def test_a_store_written_with_a_non_finite_row_is_refused_on_open(tmp_path):
+    from isam2.errors import ISAM2Error
+
+    store = write_two_row_store(tmp_path / "finite", np.ones((2, 3)))
+    assert store.manifest["videos"][0]["finite"] is True
+    with pytest.raises(ISAM2Error, match=r"manifest.json: video 'v' has non-finite"):
+        write_two_row_store(tmp_path / "nan", np.array([[1, 2, 3], [4, np.nan, 6]]))
+
+
+def test_a_non_finite_row_written_into_a_store_afterwards_raises_on_read_naming_the_file(tmp_path):
+    from isam2.data.datamodule import StoreDataModule, VideoBatches
+    from isam2.errors import ISAM2Error
+    from tests.train_helpers import tiny_dataset, toy_store
+
+    dataset = tiny_dataset(tmp_path / "data", "val")
+    store = toy_store(tmp_path / "store", dataset)
+    features = np.load(store.path / "features.npy", mmap_mode="r+")
+    features[5, 2] = np.nan  # a bad disk, or a hand edit, after the store was finished
+    features.flush()
+    del features
+    store = MaskletStore(store.path)  # opening stays cheap: it does not read the rows
+    message = rf"{store.path / 'features.npy'}: row 5 is not finite"
+    module = StoreDataModule({"train": store}, {"train": dataset}, device_resident=False)
+    with pytest.raises(ISAM2Error, match=message):
+        module.training_statistics()
+    with pytest.raises(ISAM2Error, match=message):
+        next(iter(module.train_dataloader()))
+    with pytest.raises(ISAM2Error, match=message):
+        VideoBatches(store, dataset)[0]
+
+
+@pytest.mark.parametrize("shard", ["videos", "idmaps"])
+def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, monkeypatch, capfd, shard):
+    whole = ensure_store(make_cfg(tmp_path, "whole"), "val")
+    cfg = make_cfg(tmp_path, "broken")
+    real_write = extraction.write_video_shard
+
+    def stop_before_the_third(path, video_id, shard_):
+        if len(extraction.done_videos(path)) == 2:
+            raise KeyboardInterrupt
+        real_write(path, video_id, shard_)
+
+    monkeypatch.setattr(extraction, "write_video_shard", stop_before_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_store(cfg, "val")
+    monkeypatch.setattr(extraction, "write_video_shard", real_write)
+    path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    first = whole.videos()[0]
+    file = path / shard / f"{first}.npz"
+    file.write_bytes(file.read_bytes()[:-10])  # truncated (a crash on a disk that lied, a bad disk)
+    before = fake_source.videos_done
+    resumed = ensure_store(cfg, "val")
+    assert fake_source.videos_done - before == 2  # the truncated video and the one never written
+    assert f"video '{first}' is extracted again: {file} does not match its sha256" in capfd.readouterr().err
+    assert_same_store(resumed, whole)

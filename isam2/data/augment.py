@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from isam2.data.datamodule import StoreDataModule, _single
 from isam2.errors import ISAM2Error
+from isam2.masklets.store import read_rows
 
 
 class ClipAugmenter:
@@ -72,7 +73,7 @@ class ClipBatches(Dataset):
             "frames": torch.from_numpy(frames),
             "id_maps": torch.from_numpy(id_maps),
             "label": torch.from_numpy(np.asarray(self.store.label[rows]).astype(np.int64)),
-            "purity": torch.from_numpy(np.asarray(self.store.purity[rows])),
+            "purity": torch.from_numpy(read_rows(self.store.purity, rows)),
         }
 
 

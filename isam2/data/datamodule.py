@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from isam2.data.sharding import VideoShardSampler, rank_and_world
 from isam2.errors import ISAM2Error
+from isam2.masklets.store import read_rows
 
 IGNORE = 255
 STAT_BLOCK_ROWS = 1 << 18  # rows per block when reducing statistics over a memory-mapped store
@@ -24,19 +25,12 @@ def trainable_rows(store: Any) -> np.ndarray:
     return np.flatnonzero(np.asarray(store.label) != IGNORE)
 
 
-def gather_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """array[rows] for sorted `rows`, read as one contiguous slice when the rows are a range."""
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return np.asarray(array[rows[0] : rows[-1] + 1])
-    return np.asarray(array[rows])
-
-
 def feature_statistics(features: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std (float64 accumulation, blockwise) of features[rows]."""
     dim = features.shape[1]
     total, total_sq, n = np.zeros(dim), np.zeros(dim), 0
     for start in range(0, len(rows), STAT_BLOCK_ROWS):
-        block = gather_rows(features, rows[start : start + STAT_BLOCK_ROWS]).astype(np.float64)
+        block = read_rows(features, rows[start : start + STAT_BLOCK_ROWS]).astype(np.float64)
         total += block.sum(0)
         total_sq += np.square(block).sum(0)
         n += len(block)
@@ -111,9 +105,9 @@ class RowBatches(Dataset):
             return positions
         rows = np.sort(self.rows[positions.numpy()])
         return {
-            "features": torch.from_numpy(gather_rows(self.store.features, rows)),
-            "label": torch.from_numpy(gather_rows(self.store.label, rows).astype(np.int64)),
-            "purity": torch.from_numpy(gather_rows(self.store.purity, rows)),
+            "features": torch.from_numpy(read_rows(self.store.features, rows)),
+            "label": torch.from_numpy(read_rows(self.store.label, rows).astype(np.int64)),
+            "purity": torch.from_numpy(read_rows(self.store.purity, rows)),
         }
 
 
@@ -172,9 +166,9 @@ class VideoBatches(Dataset):
         item = {
             "video": video_id,
             "frame_names": list(video.frame_names),
-            "features": torch.from_numpy(np.asarray(self.store.features[rows])),
+            "features": torch.from_numpy(read_rows(self.store.features, rows)),
             "label": torch.from_numpy(np.asarray(self.store.label[rows]).astype(np.int64)),
-            "purity": torch.from_numpy(np.asarray(self.store.purity[rows])),
+            "purity": torch.from_numpy(read_rows(self.store.purity, rows)),
             "track": torch.from_numpy(np.asarray(self.store.track[rows]).astype(np.int64)),
             "frame": torch.from_numpy(np.asarray(self.store.frame[rows]).astype(np.int64)),
             "id_maps": torch.from_numpy(id_maps),
@@ -289,9 +283,9 @@ class StoreDataModule(pl.LightningDataModule):
         if self._resident is None or self._resident_device != device:
             rows, store = self.train_rows, self.train_store
             self._resident = {
-                "features": torch.from_numpy(gather_rows(store.features, rows)).to(device),
-                "label": torch.from_numpy(gather_rows(store.label, rows).astype(np.int64)).to(device),
-                "purity": torch.from_numpy(gather_rows(store.purity, rows)).to(device),
+                "features": torch.from_numpy(read_rows(store.features, rows)).to(device),
+                "label": torch.from_numpy(read_rows(store.label, rows).astype(np.int64)).to(device),
+                "purity": torch.from_numpy(read_rows(store.purity, rows)).to(device),
             }
             self._resident_device = device
         return self._resident

@@ -243,33 +243,79 @@ def _launcher_fabric(trainer_cfg: DictConfig) -> Any | None:
 # ---------------------------------------------------------------------------------------- building
 
 
-def ensure_store(cfg: DictConfig, split: str, force: bool = False, progress: bool = True) -> MaskletStore:
+def ensure_store(
+    cfg: DictConfig, split: str, force: bool = False, progress: bool = True, launch: bool = False
+) -> MaskletStore:
     """The store of (cfg.data, split, cfg.sam2, cfg.masklets) under cfg.paths.store_dir, built if missing.
 
-    In an initialised process group (e.g. inside a DDP run) the ranks share the work; otherwise, when
-    cfg.trainer asks for several devices, Lightning Fabric launches the ranks; else one process.
-    Every `sam2` and `masklets` setting is checked first, before a folder is made or a frame is read.
+    In an initialised process group the ranks share the work. Only `python -m isam2.extract` passes
+    `launch=True`: there, when cfg.trainer asks for several devices, Lightning Fabric launches the ranks
+    (re-running the command). Elsewhere (train, evaluate, refine) one process builds a missing store: a
+    process launched as rank > 0 without a process group (torchrun, srun, Lightning's DDP children) waits
+    for rank 0 to build it. Every `sam2` and `masklets` setting is checked first, before a folder is made or
+    a frame is read; `cfg.store_build` holds the lock and wait settings (`coordination.BuildSettings`).
     """
     check_extraction_settings(cfg)
+    settings = BuildSettings.from_cfg(cfg)
     identity = store_identity(cfg, split)
     path = store_folder(cfg.paths.store_dir, identity)
-    in_group = dist.is_available() and dist.is_initialized()
-    if not in_group and (force or not (path / "manifest.json").is_file()):
+    if launch and not _in_group() and (force or not (path / "manifest.json").is_file()):
         fabric = _launcher_fabric(cfg.trainer)
         if fabric is not None:
             fabric.launch()  # re-runs this command for the other ranks (Lightning's script launcher)
-    return _ensure_in_group(cfg, split, identity, path, force, progress)
+    if not _in_group() and launched_rank() != 0:
+        return _follow_rank_zero(cfg, split, identity, path, force, settings)
+    return _ensure_in_group(cfg, split, identity, path, force, progress, settings)
+
+
+def _open_finished(path: Path, expected: str, video_ids: list[str], force: bool) -> MaskletStore | None:
+    """The finished store at `path` (checked against the config hash and the split's videos), None when
+    there is none yet or `force` asks for a rebuild."""
+    if force or not (path / "manifest.json").is_file():
+        return None
+    store = MaskletStore(path, expected_hash=expected)
+    _check_videos(store, video_ids)
+    return store
+
+
+def _follow_rank_zero(
+    cfg: DictConfig, split: str, identity: dict[str, Any], path: Path, force: bool, settings: BuildSettings
+) -> MaskletStore:
+    """A process launched as rank > 0 without a process group: rank 0 builds the store alone, this one waits."""
+    from isam2.data import open_split
+
+    if force:
+        raise ConfigError(
+            f"force=true: rank {launched_rank()} was launched without a process group, so it cannot rebuild "
+            "a store together with rank 0; rebuild it with python -m isam2.extract force=true"
+        )
+    manifest = path / "manifest.json"
+    wait_until(
+        manifest.is_file,
+        PeerWatch(path, [0], settings.dead_after_seconds, fresh=False),
+        settings.wait_seconds,
+        f"rank 0 to build the masklet store {path}",
+    )
+    video_ids = [v.id for v in open_split(cfg.data, split).videos]
+    return _open_finished(path, config_hash(identity), video_ids, force=False)
 
 
 def _ensure_in_group(
-    cfg: DictConfig, split: str, identity: dict[str, Any], path: Path, force: bool, progress: bool
+    cfg: DictConfig,
+    split: str,
+    identity: dict[str, Any],
+    path: Path,
+    force: bool,
+    progress: bool,
+    settings: BuildSettings,
 ) -> MaskletStore:
     from isam2.data import open_split
 
     rank, world = rank_and_world()
     expected = config_hash(identity)
+    lock = BuildLock(path)
 
-    # Rank 0 decides (open as is / build) and prepares the folder; the others follow its outcome.
+    # Rank 0 decides (open as is / build), takes the build lock and prepares the folder; the others follow.
     outcome: tuple[str, ISAM2Error | None] = ("build", None)
     if rank == 0:
         try:
@@ -277,16 +323,20 @@ def _ensure_in_group(
             video_ids = [v.id for v in dataset.videos]
             for video_id in video_ids:  # every id must name a file, before the first video is extracted
                 _check_video_id(video_id, dataset.root / f"{split}.txt")
-            if not force and (path / "manifest.json").is_file():
-                opened = MaskletStore(path, expected_hash=expected)
-                _check_videos(opened, video_ids)
-                outcome = ("open", None)
+            opened = _open_finished(path, expected, video_ids, force)
+            if opened is None:
+                lock.acquire(settings.lock_wait_seconds)
+                opened = _open_finished(path, expected, video_ids, force)  # built while this one waited
+            if opened is None:
+                prepare_folder(path, identity, force, keep=(LOCK_NAME,))
+                reset_heartbeats(path)
             else:
-                prepare_folder(path, identity, force)
-                (path / "errors").mkdir(exist_ok=True)
-                for stale in (path / "errors").glob("*"):
-                    stale.unlink()
-        except ISAM2Error as e:
+                lock.release()
+                outcome = ("open", None)
+        except BaseException as e:
+            lock.release()
+            if not isinstance(e, ISAM2Error):
+                raise
             outcome = ("error", e)
     outcome = _broadcast_from_zero(outcome)
     if outcome[0] == "error":
@@ -297,25 +347,35 @@ def _ensure_in_group(
         dataset = open_split(cfg.data, split)
         video_ids = [v.id for v in dataset.videos]
 
+    manifest = path / "manifest.json"
+    peers = [r for r in range(world) if r != rank]
     try:
-        _extract_mine(cfg, split, dataset, path, rank, world, progress)
-        # Rank 0 removes the shards once it has finalised: the manifest then stands for all of them.
-        manifest = path / "manifest.json"
-        _wait_for(path, lambda: manifest.is_file() or done_videos(path) >= set(video_ids))
-        if rank == 0:
-            finalize_store(
-                path, video_ids, _manifest(cfg, split, identity, expected, path), _feature_dim(cfg, path)
+        # A failure leaves this rank's heartbeat with the error, which stops the ranks waiting on it.
+        with Heartbeat(path, rank, settings.heartbeat_seconds):
+            _extract_mine(cfg, split, dataset, path, rank, world, progress)
+            # Rank 0 removes the shards once it has finalised: the manifest then stands for all of them.
+            wait_until(
+                lambda: manifest.is_file() or done_videos(path) >= set(video_ids),
+                PeerWatch(path, peers, settings.dead_after_seconds, fresh=True),
+                settings.wait_seconds,
+                f"the shards of every rank in {path}",
             )
-        else:
-            _wait_for(path, manifest.is_file)
-    except BaseException as e:
-        if world > 1:  # tell the ranks that wait on this one's shards, rather than leave them polling
-            with contextlib.suppress(OSError):
-                (path / "errors" / f"rank{rank}.txt").write_text(
-                    f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+            if rank == 0:
+                finalize_store(
+                    path, video_ids, _manifest(cfg, split, identity, expected, path), _feature_dim(cfg, path)
                 )
-        raise
+            else:
+                wait_until(
+                    manifest.is_file,
+                    PeerWatch(path, [0], settings.dead_after_seconds, fresh=True),
+                    settings.wait_seconds,
+                    f"rank 0 to write {manifest}",
+                )
+    finally:
+        lock.release()
     _barrier()
+    if rank == 0:
+        reset_heartbeats(path)  # an empty folder by now
     return MaskletStore(path, expected_hash=expected)
 
 
@@ -325,8 +385,9 @@ def _extract_mine(
     from tqdm import tqdm
 
     sizes = [len(v) for v in dataset.videos]
-    done = done_videos(path)
-    todo = [i for i in shard_indices(sizes, rank, world) if dataset.videos[i].id not in done]
+    mine = shard_indices(sizes, rank, world)
+    done = verified_done_videos(path, [dataset.videos[i].id for i in mine])  # a corrupt shard is redone
+    todo = [i for i in mine if dataset.videos[i].id not in done]
     if not todo:
         return
     _, source = _build_backbone_and_source(cfg, path)

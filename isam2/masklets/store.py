@@ -4,15 +4,24 @@ Layout of one store (one folder per dataset, split and config hash, `<store_dir>
 
     identity.json          the identity-relevant config and its hash (written when the build starts)
     backbone.json          SAM2Backbone.metadata() of the build
-    videos/<video>.npz     per-video row shard (removed after finalising); its presence = the video is done
+    videos/<video>.npz     per-video row shard (removed after finalising)
     idmaps/<video>.npz     per-frame id maps of the video, compressed: key str(t) -> [H,W] int16/int32 LOCAL
                            row index (row within the video, -1 = no masklet); written before the row shard
+    videos/<video>.json    written after both: the sha256 of each, the row count and whether every float
+                           row is finite; its presence = the video is done, once both files match their sha256
     features.npy [N,d] fp16, video.npy i32, frame.npy i32, track.npy i64, area.npy i64, score.npy f32,
     label.npy u8, purity.npy f32, valid.npy i64     contiguous rows in split-file video order
     manifest.json          written LAST: its presence = the store is complete
 
 Every file is written to a temporary name and renamed, so a killed build resumes with no lost or
-duplicated rows: videos whose shard exists are skipped, the others are extracted again.
+duplicated rows: videos whose shards exist and match their sha256 are skipped, the others (never written,
+or truncated by a crash or a bad disk) are extracted again.
+
+Float rows are finite: extraction refuses a non-finite value (naming the video and frame), each video's
+record says whether its rows were finite when written, opening a store refuses a video recorded otherwise,
+and `read_rows` (every read of float rows by the data modules) checks the rows it returns, so a store
+changed after writing raises naming its file rather than training on NaN. The check rides on reads that
+happen anyway (a batch, a video, the statistics pass), so opening a store stays O(videos).
 
 Overlap rule of the id maps: a pixel covered by several masklets of a frame shows the one with the
 higher predicted IoU (`score`); on equal scores the later row (larger row index) is on top.
@@ -21,10 +30,14 @@ higher predicted IoU (`score`); on equal scores the later row (larger row index)
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +47,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from isam2.errors import ISAM2Error
-from isam2.files import atomic_file, cached_sha256, write_json
+from isam2.files import atomic_file, cached_sha256, sha256_file, write_json
 
 FORMAT_VERSION = 1
 # Per-masklet arrays and their dtypes; `features` is [N, d], the others [N].
@@ -50,6 +63,9 @@ ROW_DTYPES: dict[str, type] = {
     "valid": np.int64,
 }
 SHARD_ARRAYS = tuple(k for k in ROW_DTYPES if k != "video")  # `video` is implied by the shard's file
+FLOAT_ARRAYS = tuple(k for k, dtype in ROW_DTYPES.items() if np.issubdtype(dtype, np.floating))
+# What reading a damaged .npz (a zip archive) raises: truncated, bad CRC, bad compressed data, not a zip.
+ZIP_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
 # Settings that change only speed, memory or where SAM2 runs, never what the store holds (beyond floating
 # point): they stay out of the config hash, so changing them never re-extracts; the manifest records them.
@@ -62,6 +78,9 @@ _MASKLETS_NOT_IDENTITY = (
     "amg",
     "propagation",
 )
+
+
+FEATURE_PARTS = ("sam2", "masklets")  # the parts of a store identity that decide its feature space
 
 
 class StoreMismatchError(ISAM2Error):
@@ -102,6 +121,14 @@ def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
         "sam2": sam2,
         "masklets": masklets,
     }
+
+
+def feature_identity(identity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of a store identity that decides the feature space of its vectors: its `sam2` and
+    `masklets` parts (everything but the dataset and split); None for a store that recorded no identity."""
+    if not isinstance(identity, dict) or not all(k in identity for k in FEATURE_PARTS):
+        return None
+    return {k: identity[k] for k in FEATURE_PARTS}
 
 
 def config_hash(identity: dict[str, Any]) -> str:
@@ -170,30 +197,94 @@ class VideoShard:
                 raise ISAM2Error(f"shard array {key!r} has {len(self.rows[key])} rows, expected {n}")
 
 
+def non_finite_arrays(rows: dict[str, np.ndarray]) -> list[str]:
+    """Names of the float arrays (`FLOAT_ARRAYS`) in `rows` that hold a NaN or an infinity."""
+    return [k for k in FLOAT_ARRAYS if k in rows and not np.isfinite(rows[k]).all()]
+
+
+def _shard_files(video_id: str) -> tuple[str, str]:
+    """The id-map and row shard files of a video, relative to the store folder."""
+    return f"idmaps/{video_id}.npz", f"videos/{video_id}.npz"
+
+
 def done_videos(path: Path) -> set[str]:
-    """Ids of the videos whose row shard is complete in the store folder `path`."""
+    """Ids of the videos whose shards were written completely in the store folder `path` (their record
+    exists; `verified_done_videos` also checks their sha256)."""
     shard_dir = Path(path) / "videos"
     if not shard_dir.is_dir():
         return set()
-    return {p.stem for p in shard_dir.glob("*.npz") if not p.name.startswith(".")}
+    return {p.stem for p in shard_dir.glob("*.json") if not p.name.startswith(".")}
+
+
+def shard_record(path: Path, video_id: str) -> dict[str, Any]:
+    """The record of a done video (`videos/<video>.json`): sha256 per shard file, rows, finite."""
+    return json.loads((Path(path) / "videos" / f"{video_id}.json").read_text())
+
+
+def shard_fault(path: Path, video_id: str) -> str | None:
+    """Why the done video's shards cannot be trusted (a file missing or not matching its sha256), or None."""
+    try:
+        digests = shard_record(path, video_id)["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its record {Path(path) / 'videos' / f'{video_id}.json'} is unreadable ({e})"
+    for name in _shard_files(video_id):
+        file = Path(path) / name
+        if not file.is_file():
+            return f"{file} is missing"
+        if sha256_file(file) != digests.get(name):
+            return f"{file} does not match its sha256 (truncated or changed since it was written)"
+    return None
+
+
+def forget_video(path: Path, video_id: str) -> None:
+    """Remove a video's record and shards, so that it is extracted again."""
+    for name in (f"videos/{video_id}.json", *_shard_files(video_id)):
+        (Path(path) / name).unlink(missing_ok=True)
+
+
+def verified_done_videos(path: Path, video_ids: list[str]) -> set[str]:
+    """Those of `video_ids` whose shards are done and match their sha256. A video whose shards do not is
+    forgotten (a warning says so), so that it is extracted again rather than trusted."""
+    done = done_videos(path)
+    verified = set()
+    for video_id in video_ids:
+        if video_id not in done:
+            continue
+        fault = shard_fault(path, video_id)
+        if fault is None:
+            verified.add(video_id)
+        else:
+            print(f"warning: video {video_id!r} is extracted again: {fault}", file=sys.stderr, flush=True)
+            forget_video(path, video_id)
+    return verified
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def write_video_shard(path: Path, video_id: str, shard: VideoShard) -> None:
-    """Write a video's id maps, then its row shard (the shard's presence marks the video done)."""
+    """Write a video's id maps, then its row shard, then its record (sha256 of both, rows, whether every
+    float row is finite): the record marks the video done."""
     video_id = _check_video_id(video_id)
     n = len(shard.rows["frame"])
     map_dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
-    with atomic_file(Path(path) / "idmaps" / f"{video_id}.npz") as f:
-        np.savez_compressed(f, **{str(t): m.astype(map_dtype) for t, m in enumerate(shard.id_maps)})
+    rows = {k: np.asarray(shard.rows[k], dtype=ROW_DTYPES[k]) for k in SHARD_ARRAYS}
     covered = np.array([int((m >= 0).sum()) for m in shard.id_maps], np.int64)
     size = np.array(shard.id_maps[0].shape if shard.id_maps else (0, 0), np.int64)
-    with atomic_file(Path(path) / "videos" / f"{video_id}.npz") as f:
-        np.savez(
-            f,
-            covered=covered,
-            size=size,
-            **{k: np.asarray(shard.rows[k], dtype=ROW_DTYPES[k]) for k in SHARD_ARRAYS},
-        )
+    contents = (
+        _npz_bytes({str(t): m.astype(map_dtype) for t, m in enumerate(shard.id_maps)}, compressed=True),
+        _npz_bytes({"covered": covered, "size": size, **rows}, compressed=False),
+    )
+    digests = {}
+    for name, data in zip(_shard_files(video_id), contents):
+        with atomic_file(Path(path) / name) as f:
+            f.write(data)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    record = {"sha256": digests, "rows": n, "finite": not non_finite_arrays(rows)}
+    write_json(Path(path) / "videos" / f"{video_id}.json", record)
 
 
 def remove_temp_files(path: Path) -> None:
@@ -206,11 +297,19 @@ def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], f
     """Concatenate the row shards of `video_ids` (in this order) into contiguous .npy arrays, write
     manifest.json last (with the videos, N and dim added), then drop the row shards."""
     path = Path(path)
-    missing = [v for v in video_ids if not (path / "videos" / f"{v}.npz").is_file()]
+    missing = [v for v in video_ids if v not in done_videos(path)]
     if missing:
         raise ISAM2Error(
             f"cannot finalise {path}: {len(missing)} videos have no shard yet, e.g. {missing[0]!r}"
         )
+    for video_id in video_ids:
+        fault = shard_fault(path, _check_video_id(video_id))
+        if fault is not None:
+            forget_video(path, video_id)
+            raise ISAM2Error(
+                f"cannot finalise {path}: {fault}; the video's shards were removed, run again to extract it again"
+            )
+    records = [shard_record(path, v) for v in video_ids]
     shards = [np.load(path / "videos" / f"{v}.npz") for v in video_ids]
     counts = [len(s["frame"]) for s in shards]
     total = int(sum(counts))
@@ -243,8 +342,9 @@ def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], f
             "start": int(starts[i]),
             "stop": int(starts[i + 1]),
             "covered_pixels": int(shard["covered"].sum()),
+            "finite": bool(record["finite"]),
         }
-        for i, (vid, shard) in enumerate(zip(video_ids, shards))
+        for i, (vid, shard, record) in enumerate(zip(video_ids, shards, records))
     ]
     for shard in shards:
         shard.close()
@@ -256,12 +356,19 @@ def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], f
     remove_temp_files(path)
 
 
-def prepare_folder(path: Path, identity: dict[str, Any], force: bool) -> None:
-    """Create (or, with force, recreate) the store folder and record its identity; refuse a foreign folder."""
+def prepare_folder(path: Path, identity: dict[str, Any], force: bool, keep: tuple[str, ...] = ()) -> None:
+    """Create (or, with force, empty but for the names in `keep`, e.g. the build lock) the store folder and
+    record its identity; refuse a foreign folder."""
     path = Path(path)
     expected = config_hash(identity)
     if force and path.exists():
-        shutil.rmtree(path)
+        for entry in path.iterdir():
+            if entry.name in keep:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     found = read_hash(path)
     if found is not None and found != expected:
         raise StoreMismatchError(_mismatch_message(path, found, expected))
@@ -278,7 +385,7 @@ def read_hash(path: Path) -> str | None:
         if file.is_file():
             try:
                 return json.loads(file.read_text())["config_hash"]
-            except (json.JSONDecodeError, KeyError) as e:
+            except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not JSON, not UTF-8
                 raise ISAM2Error(f"corrupt store file {file}: {e}; rebuild with force=true") from None
     return None
 
@@ -294,7 +401,8 @@ def _mismatch_message(path: Path, found: str, expected: str) -> str:
 
 
 def _check_manifest_videos(manifest_path: Path, videos: list[dict[str, Any]], num_rows: int) -> None:
-    """Refuse a manifest whose videos could name files outside the store or rows outside its arrays."""
+    """Refuse a manifest whose videos could name files outside the store or rows outside its arrays, or
+    whose rows were not finite when written (stores of older builds have no such record)."""
     for v in videos:
         _check_video_id(v.get("id"), manifest_path)
         if not 0 <= int(v["start"]) <= int(v["stop"]) <= num_rows:
@@ -302,6 +410,29 @@ def _check_manifest_videos(manifest_path: Path, videos: list[dict[str, Any]], nu
                 f"{manifest_path} gives video {v['id']!r} rows {v['start']}:{v['stop']} of {num_rows}; "
                 "rebuild with force=true"
             )
+        if v.get("finite") is False:
+            raise ISAM2Error(
+                f"{manifest_path}: video {v['id']!r} has non-finite (NaN or infinite) values in its rows; "
+                "rebuild with force=true"
+            )
+
+
+def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    """array[rows] in memory, for a slice or sorted row indices (read as one contiguous slice when they are a
+    range). Float rows are checked: a store's rows are finite when written, so a NaN or an infinity means
+    its file changed since, and raises naming the file and the row."""
+    if isinstance(rows, np.ndarray) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)
+    values = np.asarray(array[rows])
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(np.flatnonzero(~np.isfinite(values).reshape(len(values), -1).all(axis=1))[0])
+        row = (rows.start or 0) + bad if isinstance(rows, slice) else int(rows[bad])
+        file = getattr(array, "filename", None) or "a masklet store array"
+        raise ISAM2Error(
+            f"{file}: row {row} is not finite (NaN or infinite); the store changed after it was written "
+            "(it was finite then): rebuild it with force=true"
+        )
+    return values
 
 
 class MaskletStore:
@@ -341,7 +472,7 @@ class MaskletStore:
             file = self.path / f"{key}.npy"
             try:
                 arr = np.load(file, mmap_mode="r") if n else np.load(file)
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:
                 raise ISAM2Error(f"unreadable store array {file}: {e}; rebuild with force=true") from None
             if len(arr) != n or arr.dtype != dtype:
                 raise ISAM2Error(
@@ -353,6 +484,12 @@ class MaskletStore:
 
     def __len__(self) -> int:
         return int(self.manifest["num_rows"])
+
+    @property
+    def feature_identity(self) -> dict[str, Any] | None:
+        """The sam2 and masklets identity its manifest records (`feature_identity`): what a head trained on
+        this store's vectors expects of the vectors it is given."""
+        return feature_identity(self.manifest.get("identity"))
 
     def __repr__(self) -> str:
         return (
@@ -390,12 +527,25 @@ class MaskletStore:
     def _local_maps(self, video_id: str) -> dict[str, np.ndarray]:
         # Keep the last video's opened archive: frames of one video are usually read one after another.
         if self._cached_video is None or self._cached_video[0] != video_id:
-            file = self.path / "idmaps" / f"{_check_video_id(video_id)}.npz"
+            file = self._id_map_file(video_id)
             try:
                 self._cached_video = (video_id, np.load(file))
-            except OSError as e:
+            except ZIP_READ_ERRORS as e:
                 raise ISAM2Error(f"unreadable id maps {file}: {e}; rebuild with force=true") from None
         return self._cached_video[1]
+
+    def _id_map_file(self, video_id: str) -> Path:
+        return self.path / "idmaps" / f"{_check_video_id(video_id)}.npz"
+
+    def _local_map(self, video_id: str, t: int) -> np.ndarray:
+        """Frame t's local id map, decompressed from the video's archive; a damaged archive is named."""
+        try:
+            return self._local_maps(video_id)[str(t)]
+        except (KeyError, *ZIP_READ_ERRORS) as e:
+            file = self._id_map_file(video_id)
+            raise ISAM2Error(
+                f"unreadable id maps {file} (frame {t}: {type(e).__name__}: {e}); rebuild with force=true"
+            ) from None
 
     def _to_global(self, local: np.ndarray, video_id: str) -> np.ndarray:
         local = local.astype(np.int64)
@@ -408,12 +558,12 @@ class MaskletStore:
             raise ISAM2Error(
                 f"frame {t} is out of range for video {video_id!r} ({self.num_frames(video_id)} frames) in {self.path}"
             )
-        return self._to_global(self._local_maps(video_id)[str(t)], video_id)
+        return self._to_global(self._local_map(video_id, t), video_id)
 
     def id_maps(self, video_id: str) -> np.ndarray:
         """[T,H,W] int64 id maps of every frame of the video."""
-        maps = self._local_maps(video_id)
-        return self._to_global(np.stack([maps[str(t)] for t in range(self.num_frames(video_id))]), video_id)
+        maps = [self._local_map(video_id, t) for t in range(self.num_frames(video_id))]
+        return self._to_global(np.stack(maps), video_id)
 
 
 def ensure_store(cfg: DictConfig, split: str, force: bool = False) -> MaskletStore:

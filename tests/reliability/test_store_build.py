@@ -1,16 +1,25 @@
-"""Reliability of the masklet store build through the real CLI: full disk, bad split files, locks, kills."""
+"""Reliability of the store build through the real CLI and real processes: disk, untrusted files, NaN, kills, locks, ranks."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import isam2.masklets.extraction as extraction
+from isam2.masklets.extraction import ensure_store
 from isam2.masklets.store import MaskletStore, done_videos
 from tests.reliability.harness import assert_refused
-from tests.train_helpers import run_cli
+from tests.test_store import FakeSource, assert_same_store, fake_build, make_cfg
+from tests.train_helpers import REPO, run_cli, tiny_overrides
 
 
 def extract_args(tmp: Path, split: str, run: str, *more: str) -> list[str]:
@@ -85,3 +94,95 @@ def test_a_split_file_cannot_lead_the_cli_outside_the_dataset_root(tmp_path, esc
         [str(split_file), "../../outside"],
         protected=[tmp_path / "outside", root],
     )
+
+
+def test_training_on_a_store_changed_after_writing_stops_naming_the_file(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    overrides = tiny_overrides(tmp_path)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[o for o in overrides if not o.startswith("hydra.")])
+    store = ensure_store(cfg, cfg.data.train_split, progress=False)
+    features = np.load(store.path / "features.npy", mmap_mode="r+")
+    features[3] = np.nan  # today: NaN statistics, NaN weights, and exit 0
+    features.flush()
+    del features
+    assert_refused(
+        "isam2.train", overrides, [str(store.path / "features.npy"), "row 3"], protected=[store.path]
+    )
+
+
+# ------------------------------------------------------------------------- crash safety (SIGKILL)
+
+QUIET_HEARTBEAT = ("store_build.heartbeat_seconds=3600", "store_build.dead_after_seconds=7200")
+
+
+def fake_build_process(tmp: Path, store_dir: str, env: dict, *overrides: str) -> subprocess.Popen:
+    """`python -m tests.reliability.fake_build`: one process building the val store of `make_cfg(tmp, store_dir)`."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.fake_build",
+            str(tmp),
+            store_dir,
+            *QUIET_HEARTBEAT,
+            *overrides,
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, MaskletStore, int]:
+    """A folder with the tiny data set, the store of an uninterrupted build with the fake source in it, and
+    how many files that build wrote."""
+    from isam2 import files
+
+    tmp = tmp_path_factory.mktemp("kills")
+    written = []
+    real = files._open_for_write
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(extraction, "_build_backbone_and_source", fake_build(FakeSource()))
+        patch.setattr(files, "_open_for_write", lambda path: written.append(path) or real(path))
+        store = ensure_store(make_cfg(tmp, "whole", *QUIET_HEARTBEAT), "val")
+    return tmp, store, sum(str(p).startswith(str(tmp / "whole")) for p in written)
+
+
+def resume(tmp: Path, store_dir: str, monkeypatch) -> MaskletStore:
+    """Finish a killed build in this process (the fake source again)."""
+    monkeypatch.setattr(extraction, "_build_backbone_and_source", fake_build(FakeSource()))
+    return ensure_store(make_cfg(tmp, store_dir), "val")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_build_killed_mid_write_resumes_to_the_uninterrupted_store(uninterrupted, monkeypatch, seed):
+    tmp, whole, num_writes = uninterrupted
+    rng = np.random.default_rng(seed)
+    fault = {  # SIGKILL while a random file of the build is written, after a random number of its bytes
+        "ISAM2_FAULT": "kill",
+        "ISAM2_FAULT_FILE": f"{tmp / f'killed{seed}'}/*",
+        "ISAM2_FAULT_SKIP": str(rng.integers(num_writes)),
+        "ISAM2_FAULT_BYTES": str(rng.integers(0, 4096)),
+    }
+    proc = fake_build_process(tmp, f"killed{seed}", fault)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert_same_store(resume(tmp, f"killed{seed}", monkeypatch), whole)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_build_killed_after_a_random_delay_resumes_to_the_uninterrupted_store(
+    uninterrupted, monkeypatch, seed
+):
+    tmp, whole, _ = uninterrupted
+    proc = fake_build_process(tmp, f"delayed{seed}", {"ISAM2_FAKE_FRAME_SECONDS": "0.05"})
+    assert proc.stdout.readline().strip() == "building"
+    time.sleep(np.random.default_rng(seed).uniform(0, 1.0))  # about the length of the build
+    proc.kill()
+    proc.communicate(timeout=600)
+    assert_same_store(resume(tmp, f"delayed{seed}", monkeypatch), whole)
