@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -464,3 +466,31 @@ def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, 
     assert fake_source.videos_done - before == 2  # the truncated video and the one never written
     assert f"video '{first}' is extracted again: {file} does not match its sha256" in capfd.readouterr().err
     assert_same_store(resumed, whole)
+
+
+def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(tmp_path, fake_source, capfd):
+    import subprocess
+    import sys
+
+    from isam2.errors import ISAM2Error
+    from isam2.masklets.coordination import HOST, LOCK_NAME
+
+    cfg = make_cfg(tmp_path)
+    lock = store_folder(cfg.paths.store_dir, store_identity(cfg, "val")) / LOCK_NAME
+    lock.parent.mkdir(parents=True)
+    for holder, message in (
+        ({"host": HOST, "pid": 1, "since": "then"}, f"held by pid 1 on {HOST} since then"),  # alive
+        ({"host": "elsewhere", "pid": 1, "since": "then"}, "held by pid 1 on elsewhere since then"),
+    ):
+        lock.write_text(json.dumps(holder))
+        with pytest.raises(ISAM2Error, match=f"{re.escape(str(lock))}, {message}"):
+            ensure_store(cfg, "val")
+        assert json.loads(lock.read_text()) == holder  # not ours to remove
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    reused = {"host": HOST, "pid": os.getpid(), "start": "0"}  # this pid, but a process started earlier
+    for holder in ({"host": HOST, "pid": gone.pid}, reused):
+        lock.write_text(json.dumps(holder))
+        ensure_store(cfg, "val", force=True)
+        assert f"removed the stale lock {lock} of pid {holder['pid']}" in capfd.readouterr().err
+        assert not lock.exists()  # released after the build

@@ -186,3 +186,68 @@ def test_a_build_killed_after_a_random_delay_resumes_to_the_uninterrupted_store(
     proc.kill()
     proc.communicate(timeout=600)
     assert_same_store(resume(tmp, f"delayed{seed}", monkeypatch), whole)
+
+
+# ------------------------------------------------------------------------------------ the build lock
+
+
+def extract_store_folder(tmp: Path, split: str) -> Path:
+    """The store folder that `python -m isam2.extract <extract_args(tmp, split, ...)>` builds."""
+    from hydra import compose, initialize_config_dir
+
+    from isam2.masklets.store import store_folder, store_identity
+
+    overrides = [o for o in extract_args(tmp, split, "any") if not o.startswith("hydra.")]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("extract", overrides=overrides)
+    return store_folder(cfg.paths.store_dir, store_identity(cfg, split))
+
+
+def test_a_second_build_of_a_locked_store_stops_naming_the_lock_and_its_holder(tmp_path):
+    from isam2.masklets.coordination import BuildLock
+
+    lock = BuildLock(extract_store_folder(tmp_path, "val"))
+    lock.acquire(0)  # held by this live process, as by a build running elsewhere
+    try:
+        assert_refused(
+            "isam2.extract",
+            extract_args(tmp_path, "val", "second"),
+            [str(lock.file), f"pid {os.getpid()}", "store_build.lock_wait_seconds"],
+            protected=[tmp_path / "stores"],
+        )
+    finally:
+        lock.release()
+    assert not (lock.file.parent / "manifest.json").exists()
+
+
+def test_a_second_build_waits_for_the_lock_when_asked(uninterrupted, monkeypatch):
+    from isam2.masklets.coordination import BuildLock
+    from isam2.masklets.store import store_folder, store_identity
+
+    tmp, whole, _ = uninterrupted
+    cfg = make_cfg(tmp, "waits")
+    lock = BuildLock(store_folder(cfg.paths.store_dir, store_identity(cfg, "val")))
+    lock.acquire(0)
+    proc = fake_build_process(tmp, "waits", {}, "store_build.lock_wait_seconds=600")
+    try:
+        assert proc.stderr.readline().startswith(
+            f"waiting up to 600 s for {lock.file}, held by pid {os.getpid()}"
+        )
+    finally:
+        lock.release()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert_same_store(MaskletStore(out.strip().splitlines()[-1].removeprefix("store: ")), whole)
+
+
+def test_two_builds_at_once_give_one_store_and_no_stray_shard(uninterrupted):
+    tmp, whole, _ = uninterrupted
+    slow = {"ISAM2_FAKE_FRAME_SECONDS": "0.02"}
+    procs = [fake_build_process(tmp, "twice", slow, "store_build.lock_wait_seconds=600") for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out + err
+    folder = Path(outputs[0][0].strip().splitlines()[-1].removeprefix("store: "))
+    assert_same_store(MaskletStore(folder), whole)
+    left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert not [f for f in left if f.startswith(("videos", "ranks", "build.lock")) or ".tmp" in f], left
