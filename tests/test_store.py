@@ -494,3 +494,72 @@ def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(t
         ensure_store(cfg, "val", force=True)
         assert f"removed the stale lock {lock} of pid {holder['pid']}" in capfd.readouterr().err
         assert not lock.exists()  # released after the build
+
+
+def write_heartbeat(path: Path, rank: int, **beat) -> None:
+    from isam2.masklets.coordination import heartbeat_file
+
+    heartbeat_file(path, rank).parent.mkdir(parents=True, exist_ok=True)
+    heartbeat_file(path, rank).write_text(json.dumps({"rank": rank, **beat}))
+
+
+def test_a_waiting_rank_stops_naming_a_failed_silent_or_gone_peer_and_at_its_deadline(tmp_path):
+    import subprocess
+    import sys
+
+    from isam2.errors import ISAM2Error
+    from isam2.masklets.coordination import HOST, PeerWatch, this_process, wait_until
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def wait(fresh: bool = True, dead_after: float = 3600, wait_seconds: float = 3600) -> None:
+        wait_until(lambda: False, PeerWatch(tmp_path, [1], dead_after, fresh), wait_seconds, "the shards")
+
+    write_heartbeat(tmp_path, 1, host=HOST, pid=gone.pid, beat=3)
+    with pytest.raises(
+        ISAM2Error, match=rf"rank 1 stopped .*its process \(pid {gone.pid} on {HOST}\) is gone"
+    ):
+        wait()
+    write_heartbeat(tmp_path, 1, host="elsewhere", pid=gone.pid, beat=3)  # another host: only silence tells
+    with pytest.raises(ISAM2Error, match=r"rank 1 stopped .*rank1.json has not changed for 0.2 s"):
+        wait(dead_after=0.2)
+    write_heartbeat(tmp_path, 1, host=HOST, pid=gone.pid, beat=3, error="OSError: no more room")
+    with pytest.raises(ISAM2Error, match=r"extraction failed on rank 1 .*: OSError: no more room"):
+        wait()
+    (tmp_path / "ranks" / "rank1.json").unlink()
+    with pytest.raises(ISAM2Error, match=r"rank 1 stopped .*it wrote no heartbeat"):
+        wait(dead_after=0.2)
+    write_heartbeat(tmp_path, 1, **this_process(), beat=0)  # alive: only the deadline ends the wait
+    with pytest.raises(
+        ISAM2Error, match=r"gave up after waiting 0.2 s for the shards \(store_build.wait_seconds\)"
+    ):
+        wait(wait_seconds=0.2)
+    # Without a process group, a heartbeat may be an earlier build's: its gone process is not trusted ...
+    write_heartbeat(tmp_path, 1, host=HOST, pid=gone.pid, beat=3)
+    watch = PeerWatch(tmp_path, [1], 3600, fresh=False)
+    watch.check()
+    write_heartbeat(tmp_path, 1, host=HOST, pid=gone.pid, beat=4)  # ... until it changes in this build
+    with pytest.raises(ISAM2Error, match=r"rank 1 stopped .*is gone"):
+        watch.check()
+
+
+def test_a_rank_launched_without_a_group_waits_for_rank_0(tmp_path, fake_source, monkeypatch):
+    from isam2.errors import ISAM2Error
+    from isam2.masklets.coordination import HOST
+
+    cfg = make_cfg(
+        tmp_path, "stores", "store_build.heartbeat_seconds=0.1", "store_build.dead_after_seconds=0.3"
+    )
+    path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
+    monkeypatch.setenv("RANK", "1")  # e.g. torchrun's second process, before train starts its Trainer
+    write_heartbeat(path, 0, host=HOST, pid=os.getpid(), beat=7)  # a rank 0 that stopped beating
+    with pytest.raises(
+        ISAM2Error, match=r"rank 0 stopped while the masklet store .* has not changed for 0.3 s"
+    ):
+        ensure_store(cfg, "val")
+    assert fake_source.videos_done == 0  # rank 1 never builds on its own
+    monkeypatch.setenv("RANK", "0")
+    built = ensure_store(cfg, "val")
+    monkeypatch.setenv("RANK", "1")
+    assert_same_store(ensure_store(cfg, "val"), built)  # a finished store: opened at once

@@ -251,3 +251,27 @@ def test_two_builds_at_once_give_one_store_and_no_stray_shard(uninterrupted):
     assert_same_store(MaskletStore(folder), whole)
     left = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert not [f for f in left if f.startswith(("videos", "ranks", "build.lock")) or ".tmp" in f], left
+
+
+# ------------------------------------------------------------------------- ranks never wait forever
+
+
+def test_when_a_rank_dies_the_other_stops_naming_it(uninterrupted):
+    from tests.train_helpers import free_port
+
+    tmp, _, _ = uninterrupted
+    group = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    killed = {"ISAM2_FAULT": "kill", "ISAM2_FAULT_FILE": "*/videos/*.npz"}  # rank 1 dies at its first shard
+    deadline = "store_build.wait_seconds=300"  # far beyond the test's need: only a safety net
+    ranks = [
+        fake_build_process(tmp, "ranks", {**group, "RANK": "0"}, deadline),
+        fake_build_process(tmp, "ranks", {**group, "RANK": "1", **killed}, deadline),
+    ]
+    out, err = ranks[0].communicate(timeout=600)
+    ranks[1].communicate(timeout=600)
+    assert ranks[1].returncode == -signal.SIGKILL
+    assert ranks[0].returncode == 2, out + err
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert re.search(
+        r"rank 1 stopped while the masklet store .* was being built: its process \(pid \d+", line
+    )
