@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,18 @@ import torch
 from PIL import Image
 
 from isam2.data.datasets import VSPW
+from isam2.errors import ISAM2Error
+from tests.reliability.harness import temp_files
 
-from .train_helpers import TINY_DATA, assert_same_weights, epoch_logs, run_cli, scalar_metrics, tiny_overrides
+from .train_helpers import (
+    REPO,
+    TINY_DATA,
+    assert_same_weights,
+    epoch_logs,
+    run_cli,
+    scalar_metrics,
+    tiny_overrides,
+)
 
 METRIC_KEYS = {
     "miou",
@@ -71,7 +84,7 @@ def test_last_ckpt_is_the_last_epoch_and_the_best_is_kept_beside_it(straight_run
     ckpts = {
         p.name: torch.load(p, map_location="cpu", weights_only=True) for p in (run / "checkpoints").iterdir()
     }
-    best = Path(json.loads((run / "metrics.json").read_text())["checkpoint"])
+    best = run / json.loads((run / "metrics.json").read_text())["checkpoint"]  # relative to the run
     assert set(ckpts) == {"last.ckpt", best.name} and best.parent == run / "checkpoints"
     assert ckpts["last.ckpt"]["epoch"] == EPOCHS - 1
     assert ckpts[best.name]["epoch"] == best_epoch
@@ -92,10 +105,70 @@ def test_resume_after_half_the_epochs_repeats_every_epoch_and_the_final_weights(
     second_half = epoch_logs(run)
     assert sorted(second_half) == list(range(EPOCHS // 2, EPOCHS))  # continued after the last completed epoch
     assert {**first_half, **second_half} == epoch_logs(straight)  # every loss, accuracy and mIoU, exactly
-    assert_same_weights(last, straight / "checkpoints" / "last.ckpt")
-    metrics, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, straight))
+    assert_same_end(run, straight)
+
+
+def assert_same_end(run: Path, reference: Path) -> None:
+    """The runs end with the same head (last.ckpt, bit for bit) and the same test metrics of every method."""
+    assert_same_weights(run / "checkpoints" / "last.ckpt", reference / "checkpoints" / "last.ckpt")
+    metrics, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
     assert Path(metrics.pop("checkpoint")).name == Path(expected.pop("checkpoint")).name
-    assert metrics == expected  # every test metric of every method, exactly
+    assert metrics == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_end(
+    straight_run, shared, tmp_path, seed
+):
+    straight = straight_run[0]
+    rng = np.random.default_rng(seed)
+    # SIGKILL partway through the (skip+1)-th checkpoint file; skip >= 2 leaves epoch 0's best and last whole
+    skip = int(rng.integers(2, EPOCHS + 1))
+    nbytes = int(rng.integers(0, (straight / "checkpoints" / "last.ckpt").stat().st_size))
+    fault = {"ISAM2_FAULT": "kill", "ISAM2_FAULT_FILE": "*/checkpoints/*.ckpt"}
+    fault |= {"ISAM2_FAULT_SKIP": str(skip), "ISAM2_FAULT_BYTES": str(nbytes)}
+    args = [*tiny_overrides(tmp_path, shared), *RUN]
+    proc = run_cli("tests.reliability.faults", ["isam2.train", *args], env=fault, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] < EPOCHS - 1  # whole, and earlier
+    run_cli("isam2.train", [*args, f"ckpt_path={last}"])
+    assert_same_end(run, straight)
+    assert temp_files([run]) == []  # the killed write's temporary file is gone too
+
+
+def test_a_checkpoint_save_that_fails_partway_keeps_the_previous_one(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from isam2 import files
+    from isam2.model.runner import build_trainer
+    from tests.reliability.faults import faulty_opener
+
+    overrides = [f"paths.output_dir={tmp_path}", "logger=none", "trainer=cpu"]
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        checkpoint_io = build_trainer(compose("train", overrides=overrides)).strategy.checkpoint_io
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint_io.save_checkpoint({"epoch": 1, "state_dict": {"w": torch.ones(256)}}, last)
+    # the temp dir on another file system (node-local /tmp, a shared run dir): a rename into the checkpoint
+    # folder from elsewhere fails with EXDEV (shutil.move then copies); and that folder's disk is full
+    rename = os.rename
+
+    def rename_across_file_systems(src, dst, *args, **kwargs):
+        if Path(src).resolve().parent != Path(dst).resolve().parent:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return rename(src, dst, *args, **kwargs)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "rename", rename_across_file_systems)
+    monkeypatch.setattr(os, "sendfile", disk_full)
+    monkeypatch.setattr(files, "_open_for_write", faulty_opener("enospc", str(last)))
+    with pytest.raises((OSError, ISAM2Error), match="disk is full|No space left"):
+        checkpoint_io.save_checkpoint({"epoch": 2, "state_dict": {"w": torch.zeros(256)}}, last)
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # whole, the previous one
+    assert temp_files([tmp_path]) == []
 
 
 def test_bad_ckpt_path_is_a_clear_error(shared, tmp_path):
@@ -169,7 +242,7 @@ def evaluated_with_base(straight_run, shared, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("eval_base")
     test = VSPW(shared / "data", "test")
     base_dir = write_noisy_base(test, tmp / "base", seed=3)
-    ckpt = json.loads((straight_run[0] / "metrics.json").read_text())["checkpoint"]
+    ckpt = straight_run[0] / json.loads((straight_run[0] / "metrics.json").read_text())["checkpoint"]
     args = [
         *_eval_overrides(tmp, shared),
         "data.split=test",

@@ -74,8 +74,15 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
+def trainer_plugins() -> list[Any]:
+    """The plugins of every Trainer: checkpoint files written atomically (`AtomicCheckpointIO`)."""
+    from isam2.model.checkpointing import AtomicCheckpointIO
+
+    return [AtomicCheckpointIO()]
+
+
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Any:
-    """The Lightning Trainer of cfg.trainer with cfg.logger and cfg.callbacks."""
+    """The Lightning Trainer of cfg.trainer with cfg.logger, cfg.callbacks and `trainer_plugins()`."""
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -85,7 +92,7 @@ def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Any:
     callbacks = instantiate_all(cfg.get("callbacks")) if with_callbacks else []
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=trainer_plugins())
 
 
 def run_metadata(cfg: DictConfig, stores: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +117,17 @@ def run_metadata(cfg: DictConfig, stores: dict[str, Any]) -> dict[str, Any]:
         },
         "argv": sys.argv,
     }
+
+
+def require_training(trainer: DictConfig) -> None:
+    """A fit of zero epochs or steps trains nothing: the test stage would score the untrained head as if
+    trained. (A store with nothing to fit is another matter: `untrained_test_stage` says so.)"""
+    for key in ("max_epochs", "max_steps"):
+        if trainer.get(key) == 0:
+            raise ConfigError(
+                f"trainer.{key}=0 trains nothing, and the test stage would score an untrained head; set "
+                f"trainer.{key} >= 1 (to test a trained checkpoint: python -m isam2.evaluate ckpt_path=...)"
+            )
 
 
 def require_base_if_filling(fill: str | None, cfg: DictConfig) -> None:
@@ -166,6 +184,10 @@ def test_and_report(
     out_dir = Path(cfg.paths.output_dir)
     model.prediction_dir = out_dir / "predictions"
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
+    if extra.get("checkpoint"):  # relative inside the run: two runs of one config write identical metrics.json
+        checkpoint = Path(extra["checkpoint"]).resolve()
+        if checkpoint.is_relative_to(out_dir.resolve()):
+            extra["checkpoint"] = str(checkpoint.relative_to(out_dir.resolve()))
     results = {**(model.test_results or {}), **extra}
     if trainer.global_rank == 0:
         write_json(out_dir / "metadata.json", run_metadata(cfg, stores))
@@ -186,6 +208,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
+    require_training(cfg.trainer)
     require_base_if_filling(cfg.segment.fill, cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
@@ -196,6 +219,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.model,
         num_classes=int(cfg.data.num_classes),
         feature_dim=int(stores["train"].dim),
+        feature_identity=stores["train"].feature_identity,
         segment=cfg.segment,
         metrics=cfg.metrics,
         seed=int(cfg.seed),
@@ -254,7 +278,8 @@ def untrained_test_stage(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a trained head (cfg.ckpt_path) on cfg.data.split with exactly train's test stage."""
 
-    from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible
+    from isam2.masklets.store import feature_identity, store_identity
+    from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible, check_features
 
     ckpt = Path(cfg.ckpt_path)
     checkpoint = load_weights(ckpt, "ckpt_path")
@@ -266,6 +291,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     hparams = checkpoint.get("hyper_parameters", {})
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
     require_base_if_filling(overrides.get("fill"), cfg)
+    # before any store is built: the vectors this run gives the head must be those it was trained on
+    mismatch = check_features(
+        hparams.get("feature_identity"),
+        feature_identity(store_identity(cfg, cfg.data.split)),
+        f"checkpoint {ckpt}",
+        allow=bool(cfg.get("allow_feature_mismatch", False)),
+    )
     stores, datasets = open_stores_and_datasets(cfg, {"test": cfg.data.split})
     check_compatible(hparams, int(cfg.data.num_classes), int(stores["test"].dim), f"checkpoint {ckpt}")
     model = MaskletClassifier.load_from_checkpoint(
@@ -277,10 +309,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule = build_datamodule(cfg, stores, datasets)
     trainer = build_trainer(cfg, with_callbacks=False)
-    untrained = {}
+    extra: dict[str, Any] = {"feature_mismatch": mismatch} if mismatch else {}
     if checkpoint.get(UNTRAINED_KEY):
-        untrained = {"note": f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}"}
-        print(f"warning: {untrained['note']}", flush=True)
+        extra["note"] = f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}"
+        print(f"warning: {extra['note']}", flush=True)
     return test_and_report(
         cfg,
         trainer,
@@ -289,6 +321,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         stores,
         datasets["test"].class_names,
         checkpoint=str(ckpt),
-        trained=not untrained,
-        **untrained,
+        trained=not checkpoint.get(UNTRAINED_KEY),
+        **extra,
     )
