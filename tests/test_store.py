@@ -563,3 +563,17 @@ def test_a_rank_launched_without_a_group_waits_for_rank_0(tmp_path, fake_source,
     built = ensure_store(cfg, "val")
     monkeypatch.setenv("RANK", "1")
     assert_same_store(ensure_store(cfg, "val"), built)  # a finished store: opened at once
+
+
+def test_only_the_extract_entry_point_launches_ranks(tmp_path, fake_source, monkeypatch):
+    from lightning.fabric import Fabric
+
+    launched = []
+    monkeypatch.setattr(Fabric, "launch", lambda self, *a, **k: launched.append(self.world_size))
+    cfg = make_cfg(tmp_path, "stores", "trainer.accelerator=cpu", "trainer.devices=2")
+    # train, evaluate and refine (store.ensure_store): a missing store is built here, in one process
+    store = ensure_store(cfg, "val")
+    assert launched == [] and fake_source.videos_done == len(store.videos())
+    # python -m isam2.extract (launch=True) launches the ranks cfg.trainer asks for
+    extraction.ensure_store(cfg, "val", force=True, launch=True)
+    assert launched == [2]
