@@ -27,6 +27,23 @@ def _open_for_write(path: Path) -> IO[bytes]:
     return open(path, "wb")
 
 
+def _temporary(path: Path, pid: int | str) -> Path:
+    """The temporary sibling `atomic_file` writes `path` to in process `pid` (`*`: a glob of all of them)."""
+    return path.with_name(f".{path.name}.tmp{pid}")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+    """Remove the temporary files that writers of `atomic_file` killed mid-write (SIGKILL, power loss) left in
+    `folder`: those of files matching `pattern`, written by a process other than this one. Returns them."""
+    stale = []
+    for tmp in Path(folder).glob(_temporary(Path(pattern), "*").name):
+        pid = tmp.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid():
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Open a temporary sibling of `path` for writing; rename it onto `path` only if the block succeeds.
@@ -34,7 +51,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     A full disk, an exceeded quota, a denied permission or a read-only file system (`DISK_ERRORS`) raises
     an ISAM2Error naming `path`; the temporary file is removed and an earlier `path` stays as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = _temporary(path, os.getpid())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _open_for_write(tmp) as f:
