@@ -577,3 +577,22 @@ def test_only_the_extract_entry_point_launches_ranks(tmp_path, fake_source, monk
     # python -m isam2.extract (launch=True) launches the ranks cfg.trainer asks for
     extraction.ensure_store(cfg, "val", force=True, launch=True)
     assert launched == [2]
+
+
+def test_bad_store_build_settings_and_an_unwritable_lock_are_named(tmp_path, monkeypatch):
+    from isam2.errors import ConfigError, ISAM2Error
+    from isam2.masklets import coordination
+
+    for bad in ({"lock_wait_seconds": -1}, {"lock_wait": 5}, {"heartbeat_seconds": 400}):
+        with pytest.raises(ConfigError, match=r"store_build\.(lock_wait|heartbeat)"):
+            coordination.BuildSettings.from_cfg({"store_build": bad})
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(coordination.LOCK_NAME):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(coordination.os, "open", read_only)
+    with pytest.raises(ISAM2Error, match=r"cannot write .*build.lock: the file system is read-only"):
+        coordination.BuildLock(tmp_path / "store").acquire(0)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.files import write_json
+from isam2.files import disk_error, write_json
 
 LOCK_NAME = "build.lock"
 POLL_SECONDS = 0.5
@@ -123,14 +123,20 @@ class BuildLock:
         self.held = False
 
     def _create(self) -> bool:
+        record = {**this_process(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        record = {**this_process(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        except OSError as e:
+            error = disk_error(self.file, e)
+            if error is e:
+                raise
+            raise error from None
+        self.held = True
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(record) + "\n")
-        self.held = True
         return True
 
     def _holder(self) -> dict[str, Any] | None:
@@ -162,7 +168,6 @@ class BuildLock:
     def acquire(self, wait_seconds: float) -> None:
         """Take the lock; while another live process holds it, wait up to `wait_seconds`, then raise an
         ISAM2Error naming the lock file and its holder."""
-        self.file.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_seconds
         announced = False
         while not self._create():
