@@ -51,6 +51,49 @@ def check_compatible(hparams: Mapping[str, Any], num_classes: int, feature_dim: 
         )
 
 
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as {dotted key: value}; lists are values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_features(
+    trained: Mapping[str, Any] | None, current: Mapping[str, Any] | None, source: str, allow: bool
+) -> list[str]:
+    """Refuse a head trained on another feature space than this run's vectors: the sam2 and masklets identity
+    its checkpoint records (hparams `feature_identity`) against this run's (`isam2.masklets.store.
+    feature_identity`). With `allow` (allow_feature_mismatch=true) a difference is a warning. Returns the
+    differences, one `key: trained value (head) vs this run's value` each."""
+    if trained is None or current is None:
+        print(
+            f"warning: {source} records no feature identity (saved before isam2 recorded it): its sam2 and "
+            "masklets settings cannot be checked against this run's",
+            flush=True,
+        )
+        return []
+    head, run = _leaves(trained), _leaves(current)
+    diffs = [
+        f"{key}: {head.get(key, 'absent')!r} (head) vs {run.get(key, 'absent')!r} (this run)"
+        for key in sorted(set(head) | set(run))
+        if key not in head or key not in run or head[key] != run[key]
+    ]
+    if not diffs:
+        return []
+    message = f"{source} was trained on other features than this run gives it: {'; '.join(diffs)}"
+    if not allow:
+        raise ISAM2Error(
+            f"{message}; evaluate with the sam2 and masklets settings of its training run (the same "
+            "experiment and overrides), or pass allow_feature_mismatch=true to score it anyway"
+        )
+    print(f"warning: {message}; evaluating anyway (allow_feature_mismatch=true)", flush=True)
+    return diffs
+
+
 def save_untrained_checkpoint(model: pl.LightningModule, path: str | Path, note: str) -> Path:
     """The head as initialised (nothing was fitted) in Lightning's checkpoint layout, so isam2.evaluate and
     `load_from_checkpoint` take it like any other; `note` (why it is untrained) travels under UNTRAINED_KEY."""
@@ -92,6 +135,7 @@ class MaskletClassifier(pl.LightningModule):
         segment: Mapping[str, Any] | None = None,
         metrics: Mapping[str, Any] | None = None,
         seed: int = 0,
+        feature_identity: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         head, optimizer, scheduler, segment, metrics = map(
@@ -120,6 +164,8 @@ class MaskletClassifier(pl.LightningModule):
                 "segment": segment,
                 "metrics": dict(metrics or {}),
                 "seed": int(seed),
+                # the sam2 and masklets identity of the training store: what the head's inputs must be
+                "feature_identity": _plain(feature_identity),
             }
         )
         self.head = MLPHead(int(feature_dim), int(num_classes), **(head or {}))
