@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from isam2.errors import user_errors_exit
+from isam2.cli import hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
-@user_errors_exit
+@hydra_entry("extract")
 def main(cfg: DictConfig) -> None:
     from pathlib import Path
 

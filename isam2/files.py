@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from isam2.errors import ISAM2Error
+from isam2.errors import ConfigError, ISAM2Error
 
 # OSErrors of a write that the user must fix (space, quota, permissions), by errno: what to tell them.
 DISK_ERRORS = {
@@ -128,18 +128,37 @@ def load_weights(path: str | os.PathLike, setting: str) -> Any:
         raise ISAM2Error(f"{setting}={path} is not a file; check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            raise ISAM2Error(f"{setting}={path} is a corrupt checkpoint ({e}); use an intact copy") from None
-        reason = next((ln for ln in str(e).splitlines() if "WeightsUnpickler error:" in ln), "")
-        reason = reason.split("WeightsUnpickler error:")[-1].split(". ")[0].strip()
-        raise ISAM2Error(
-            f"{setting}={path} holds pickled objects, not only weights ({reason or 'refused'}), and was not "
-            "loaded (isam2 loads checkpoints with weights_only=True); use a checkpoint of plain tensors"
-        ) from None
-    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on a damaged file
-        detail = (str(e).splitlines() or [""])[0][:160] or "the file ends early"
+    except Exception as e:  # a bad file: UnpicklingError, RuntimeError, EOFError, KeyError, OSError, ...
+        # weights_only names the global (a function or class) that a pickled object would have called
+        unsafe = next((ln for ln in str(e).splitlines() if "Unsupported global" in ln), None)
+        if isinstance(e, pickle.UnpicklingError) and unsafe is not None:
+            reason = unsafe.split("error:")[-1].split(" was not an allowed global")[0].strip()
+            raise ISAM2Error(
+                f"{setting}={path} holds pickled objects, not only weights ({reason}), and was not loaded "
+                "(isam2 loads checkpoints with weights_only=True); use a checkpoint of plain tensors"
+            ) from None
+        detail = (str(e).splitlines() or [""])[0].split(". ")[0].strip() or "the file ends early"
         raise ISAM2Error(
             f"{setting}={path} cannot be read as a checkpoint ({type(e).__name__}: {detail}); "
             "it is corrupt, truncated, unreadable or not a checkpoint: use an intact copy"
         ) from None
+
+
+def check_output_apart(output: str | os.PathLike, setting: str, inputs: dict[str, str | os.PathLike]) -> None:
+    """Refuse an output folder that is an input folder, lies inside one or holds one (symlinks resolved):
+    writing there could overwrite what is read. `inputs`: name (a setting) -> folder."""
+    out = Path(output).expanduser().resolve()
+    for name, folder in inputs.items():
+        given = Path(folder).expanduser().resolve()
+        if out == given:
+            relation = "is"
+        elif given in out.parents:
+            relation = "lies inside"
+        elif out in given.parents:
+            relation = "holds"
+        else:
+            continue
+        raise ConfigError(
+            f"{setting}={out} {relation} the input {name} {given}: writing there could overwrite it; "
+            f"set {setting} to a folder apart from every input"
+        )

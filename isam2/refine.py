@@ -4,33 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from isam2.errors import user_errors_exit
-from isam2.files import write_json
+from isam2.cli import hydra_entry
+from isam2.files import check_output_apart, write_json
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="refine")
-@user_errors_exit
+@hydra_entry("refine")
 def main(cfg: DictConfig) -> None:
     from isam2.data import DataError, open_split
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
     from isam2.masklets.runtime import apply_tf32
-    from isam2.masklets.store import ensure_store
+    from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.segment.refine import refine
 
     apply_tf32(cfg.get("sam2"))
 
-    dataset = open_split(cfg.data, cfg.data.split)
     base_dir = Path(cfg.base_pred_dir)
+    out_dir = Path(cfg.output_dir).resolve()
+    inputs = {
+        "base_pred_dir": base_dir,
+        "data.root": Path(cfg.data.root),
+        "masklet store": store_folder(cfg.paths.store_dir, store_identity(cfg, cfg.data.split)),
+    }
+    check_output_apart(out_dir, "output_dir", inputs)  # before any work: refine never writes over its input
+    dataset = open_split(cfg.data, cfg.data.split)
     check_predictions(base_dir, dataset.videos)
     store = ensure_store(cfg, cfg.data.split, force=cfg.force)
-    out_dir = Path(cfg.output_dir).resolve()
     metrics = {
         name: VideoSegmentationMetrics(num_classes=dataset.num_classes, **cfg.metrics)
         for name in ("base", "refined")

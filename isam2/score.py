@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from isam2.errors import ISAM2Error, user_errors_exit
+from isam2.cli import hydra_entry
+from isam2.errors import ISAM2Error
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="score")
-@user_errors_exit
+@hydra_entry("score")
 def main(cfg: DictConfig) -> None:
     from isam2.data.sharding import launched_rank
     from isam2.metrics.scoring import score

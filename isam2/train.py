@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from isam2.errors import user_errors_exit
+from isam2.cli import hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-@user_errors_exit
+@hydra_entry("train")
 def main(cfg: DictConfig) -> None:
     from isam2.masklets.runtime import apply_tf32
     from isam2.model.runner import train

@@ -21,6 +21,8 @@ from tests.reliability.harness import assert_refused
 from tests.test_store import FakeSource, assert_same_store, fake_build, make_cfg
 from tests.train_helpers import REPO, run_cli, tiny_overrides
 
+pytestmark = pytest.mark.slow  # real processes: the CLI, killed builds, two ranks
+
 
 def extract_args(tmp: Path, split: str, run: str, *more: str) -> list[str]:
     """`python -m isam2.extract` overrides of a seconds-long build: tiny synthetic videos, gt masklets, SAM2 at 64 px."""
