@@ -22,6 +22,13 @@ DISK_ERRORS = {
 }
 
 
+def disk_error(path: str | os.PathLike, error: OSError) -> OSError | ISAM2Error:
+    """For an OSError the user must fix (`DISK_ERRORS`), an ISAM2Error naming `path`; else `error` itself."""
+    if error.errno in DISK_ERRORS:
+        return ISAM2Error(f"cannot write {path}: {DISK_ERRORS[error.errno]} ({error.strerror or error})")
+    return error
+
+
 def _open_for_write(path: Path) -> IO[bytes]:
     """The temporary file of `atomic_file` (a seam: tests replace it to simulate a full disk or a crash)."""
     return open(path, "wb")
@@ -60,9 +67,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno in DISK_ERRORS:
-            raise ISAM2Error(f"cannot write {path}: {DISK_ERRORS[e.errno]} ({e.strerror or e})") from None
-        raise
+        error = disk_error(path, e)
+        if error is e:
+            raise
+        raise error from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
