@@ -137,6 +137,54 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_to_the_same_end(
     assert temp_files([run]) == []  # the killed write's temporary file is gone too
 
 
+SLURM_TASK = {  # what srun sets for the one task of job 4242 on one node
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "isam2-train",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_NNODES": "1",
+    "SLURM_NODELIST": "localhost",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+}
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes_to_the_same_end(straight_run, shared, tmp_path):
+    """SIGUSR1 reaches the training task at the end of epoch 1, as `#SBATCH --signal=SIGUSR1@90` sends it:
+    Lightning's SLURMEnvironment saves its checkpoint and runs `scontrol requeue 4242`, and a fake scontrol
+    records that and SIGKILLs the task, as SLURM ends a requeued job. The requeued job (the same command in the
+    same run dir, SLURM_RESTART_COUNT=1) resumes from last.ckpt and ends like the uninterrupted run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {bin_dir / "calls"}\nkill -9 $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {**SLURM_TASK, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    args = [*tiny_overrides(tmp_path, shared), *RUN]
+    at_epoch_1 = [
+        "+callbacks.signal._target_=tests.train_helpers.SignalAtEpochEnd",
+        "+callbacks.signal.epoch=1",
+    ]
+    proc = run_cli("isam2.train", [*args, *at_epoch_1], env=slurm, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert (bin_dir / "calls").read_text().split() == ["requeue", "4242"]
+    run, last = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert [p.name for p in run.glob("hpc_ckpt_*.ckpt")] == ["hpc_ckpt_1.ckpt"]  # Lightning's, mid-epoch
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # epoch 1 never finished
+    requeued = run_cli("isam2.train", args, env={**slurm, "SLURM_RESTART_COUNT": "1"})
+    assert f"requeued SLURM job 4242: resuming from {last}" in requeued.stdout
+    assert_same_end(run, straight_run[0])
+
+
+def test_the_sbatch_script_asks_for_sigusr1_before_the_time_limit_and_allows_requeue():
+    script = (REPO / "scripts" / "slurm" / "train.sbatch").read_text().splitlines()
+    options = [line.split()[1] for line in script if line.startswith("#SBATCH ")]
+    assert "--signal=SIGUSR1@90" in options and "--requeue" in options
+    assert "--open-mode=append" in options  # the requeued job's log goes after the first one's
+    assert 'RUN_DIR="outputs/train/slurm/${SLURM_JOB_ID}"' in script  # the same run dir after a requeue
+
+
 def test_a_checkpoint_save_that_fails_partway_keeps_the_previous_one(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.callbacks import Callback
 
 from isam2.data.datasets import VSPW
 from isam2.data.synthetic import SyntheticConfig, ensure_synthetic
@@ -154,6 +156,19 @@ def assert_same_weights(ckpt: Path, other: Path) -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs between {ckpt} and {other}"
+
+
+class SignalAtEpochEnd(Callback):
+    """Test-only callback (add it with `+callbacks.signal._target_=tests.train_helpers.SignalAtEpochEnd`): sends
+    `signum` (default SIGUSR1, SLURM's warning before the time limit) to this process at the end of training
+    epoch `epoch`, before that epoch's checkpoints are written."""
+
+    def __init__(self, epoch: int, signum: int = signal.SIGUSR1):
+        self.epoch, self.signum = int(epoch), int(signum)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), self.signum)
 
 
 def cpu_trainer(tmp_path: Path, max_epochs: int, **kwargs):

@@ -75,10 +75,36 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 
 def trainer_plugins() -> list[Any]:
-    """The plugins of every Trainer: checkpoint files written atomically (`AtomicCheckpointIO`)."""
+    """The plugins of every Trainer: checkpoint files written atomically (`AtomicCheckpointIO`) and, under srun,
+    Lightning's SLURMEnvironment with auto-requeue on SIGUSR1 (`#SBATCH --signal=SIGUSR1@90`): Lightning saves
+    its own mid-epoch `hpc_ckpt_<n>.ckpt` and runs `scontrol requeue`; the requeued job resumes from last.ckpt
+    (`resume_checkpoint`)."""
+    import signal
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
     from isam2.model.checkpointing import AtomicCheckpointIO
 
-    return [AtomicCheckpointIO()]
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1))
+    return plugins
+
+
+def resume_checkpoint(cfg: DictConfig, trainer: Any) -> str | None:
+    """What the fit resumes from: cfg.ckpt_path, but a requeued SLURM job (SLURM_RESTART_COUNT >= 1: preempted,
+    or requeued by Lightning on SIGUSR1) continues from its own last.ckpt when there is one, the last completed
+    epoch (the run directory is pinned per job id, so a requeued job finds it). With none yet, Lightning takes
+    its hpc checkpoint if it saved one (resumed mid-epoch: not exact) and otherwise starts over."""
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) >= 1:
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "monitor", "") is None and callback.filename == "last":
+                last = Path(callback.dirpath) / f"last{callback.FILE_EXTENSION}"
+                if last.is_file():
+                    job = os.environ.get("SLURM_JOB_ID")
+                    print(f"requeued SLURM job {job}: resuming from {last}", flush=True)
+                    return str(last)
+    return cfg.get("ckpt_path")
 
 
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Any:
@@ -231,7 +257,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     class_names = datasets["test"].class_names
     if len(datamodule.train_rows) == 0:
         return untrained_test_stage(cfg, trainer, model, datamodule, stores, class_names)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, trainer), weights_only=True)
     # the checkpoint of the monitored metric (last.ckpt has a callback of its own, with no monitor)
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
     best = monitored[0].best_model_path if monitored else ""
