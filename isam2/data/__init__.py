@@ -12,18 +12,12 @@ __all__ = ["VSPW", "DataError", "VIPSeg", "Video", "VideoDataset", "open_split"]
 
 def open_split(data_cfg: DictConfig, split: str | None = None, require_masks: bool = True) -> VideoDataset:
     """The reader of `data_cfg` for `split` (default `data.split`); generates the synthetic set on first use."""
-    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from isam2.data.synthetic import ensure_synthetic
 
     if data_cfg.get("generate") is not None:
         ensure_synthetic(data_cfg.root, instantiate(data_cfg.generate))
-    try:
-        return instantiate(
-            data_cfg.reader, root=data_cfg.root, split=split or data_cfg.split, require_masks=require_masks
-        )
-    except InstantiationException as e:  # Hydra wraps the reader's errors: give back the DataError itself
-        if isinstance(e.__cause__, DataError):
-            raise e.__cause__ from None
-        raise
+    return instantiate(
+        data_cfg.reader, root=data_cfg.root, split=split or data_cfg.split, require_masks=require_masks
+    )
