@@ -596,3 +596,19 @@ def test_bad_store_build_settings_and_an_unwritable_lock_are_named(tmp_path, mon
     monkeypatch.setattr(coordination.os, "open", read_only)
     with pytest.raises(ISAM2Error, match=r"cannot write .*build.lock: the file system is read-only"):
         coordination.BuildLock(tmp_path / "store").acquire(0)
+
+
+@pytest.mark.parametrize("damage", ["dim", "num_rows", "videos", "videos[0].stop", "videos[1].id"])
+def test_a_manifest_without_a_key_is_named_not_a_key_error(tmp_path, fake_source, damage):
+    from isam2.errors import ISAM2Error
+
+    store = ensure_store(make_cfg(tmp_path), "val")
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    key, _, sub = damage.partition(".")
+    if sub:
+        del manifest["videos"][int(key[len("videos[") : -1])][sub]
+    else:
+        del manifest[key]
+    (store.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ISAM2Error, match=rf"manifest.json has no .*'{(sub or key)}'.*force=true"):
+        MaskletStore(store.path)

@@ -400,6 +400,24 @@ def _mismatch_message(path: Path, found: str, expected: str) -> str:
 # ------------------------------------------------------------------------------------------ reading
 
 
+_MANIFEST_KEYS = {"dim": int, "num_rows": int, "videos": list}
+_MANIFEST_VIDEO_KEYS = {"id": str, "frames": int, "height": int, "width": int, "start": int, "stop": int}
+
+
+def _check_manifest_keys(manifest_path: Path, manifest: Any) -> None:
+    """Refuse a manifest that lacks a key the reader needs (a damaged file, or one from another tool)."""
+    entries = [(manifest, _MANIFEST_KEYS, "")]
+    if isinstance(manifest, dict) and isinstance(manifest.get("videos"), list):
+        entries += [(v, _MANIFEST_VIDEO_KEYS, f" in videos[{i}]") for i, v in enumerate(manifest["videos"])]
+    for entry, keys, where in entries:
+        for key, kind in keys.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
+                raise ISAM2Error(
+                    f"{manifest_path} has no {kind.__name__} {key!r}{where}: the store is damaged or was not "
+                    "written by isam2; rebuild it with force=true"
+                )
+
+
 def _check_manifest_videos(manifest_path: Path, videos: list[dict[str, Any]], num_rows: int) -> None:
     """Refuse a manifest whose videos could name files outside the store or rows outside its arrays, or
     whose rows were not finite when written (stores of older builds have no such record)."""
@@ -465,6 +483,7 @@ class MaskletStore:
             raise ISAM2Error(
                 f"{manifest_path} has store format {self.manifest.get('format')}, expected {FORMAT_VERSION}; rebuild with force=true"
             )
+        _check_manifest_keys(manifest_path, self.manifest)
         self.dim = int(self.manifest["dim"])
         n = int(self.manifest["num_rows"])
         _check_manifest_videos(manifest_path, self.manifest["videos"], n)
