@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from .train_helpers import (
     REPO,
     TINY_DATA,
     assert_same_weights,
+    coverage_brute_force,
     epoch_logs,
     run_cli,
     scalar_metrics,
@@ -71,8 +73,10 @@ def test_run_directory_holds_config_metrics_checkpoints_predictions_metadata(str
             png = np.asarray(Image.open(run / "predictions" / video.id / f"{name}.png"))
             assert png.shape == video.size and png.dtype == np.uint8
     meta = json.loads((run / "metadata.json").read_text())
-    assert meta["backbone"]["checkpoint_sha256"] == "random" or "random" in json.dumps(meta["backbone"])
-    assert meta["versions"]["torch"] and meta["seed"] == 0
+    backbone = meta["backbone"]  # random weights: no checkpoint, recorded as such
+    assert backbone["checkpoint"] is None and backbone["checkpoint_sha256"] == "random"
+    assert backbone["random_weights"] is True
+    assert meta["versions"]["torch"] == importlib.metadata.version("torch") and meta["seed"] == 0
     assert "RANDOM" in proc.stdout + proc.stderr  # says the weights are random
 
 
@@ -244,27 +248,22 @@ def test_base_fill_without_base_pred_dir_is_a_clear_error(shared, tmp_path):
 def test_evaluate_reproduces_the_test_stage(straight_run, shared, tmp_path):
     run, _ = straight_run
     metrics = json.loads((run / "metrics.json").read_text())
-    overrides = [
-        o
-        for o in tiny_overrides(tmp_path, shared)
-        if o.split("=")[0].split(".")[0] in ("data", "sam2", "paths", "hydra")
-    ]
-    proc = run_cli("isam2.evaluate", [*overrides, "data.split=test", f"ckpt_path={metrics['checkpoint']}"])
+    ckpt = run / metrics.pop("checkpoint")  # relative to the run
+    proc = run_cli(
+        "isam2.evaluate", [*_eval_overrides(tmp_path, shared), "data.split=test", f"ckpt_path={ckpt}"]
+    )
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert scalar_metrics(again) == pytest.approx(scalar_metrics(metrics), abs=1e-9)
+    assert again.pop("checkpoint") == str(ckpt)
+    assert again == metrics  # every metric of the test stage, exactly
     assert "mIoU" in proc.stdout
 
 
 def test_evaluate_refuses_a_checkpoint_for_another_class_count(straight_run, shared, tmp_path):
-    metrics = json.loads((straight_run[0] / "metrics.json").read_text())
-    overrides = [
-        o
-        for o in tiny_overrides(tmp_path, shared)
-        if o.split("=")[0].split(".")[0] in ("data", "sam2", "paths", "hydra")
-    ]
+    run = straight_run[0]
+    ckpt = run / json.loads((run / "metrics.json").read_text())["checkpoint"]
     proc = run_cli(
         "isam2.evaluate",
-        [*overrides, "data.split=test", "data.num_classes=10", f"ckpt_path={metrics['checkpoint']}"],
+        [*_eval_overrides(tmp_path, shared), "data.split=test", "data.num_classes=10", f"ckpt_path={ckpt}"],
         check=False,
     )
     assert proc.returncode == 2
@@ -333,9 +332,12 @@ def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shar
     assert rows["base"]["miou"] == pytest.approx(_miou_brute_force(bases, gts), abs=1e-9)
     assert rows["SAM2-refiner"]["miou"] == pytest.approx(_miou_brute_force(refined, gts), abs=1e-9)
     # I-SAM2 leaves uncovered pixels void (always wrong there); the base fill-in changes only those pixels
-    assert rows["I-SAM2"]["acc_outside"] in (0.0, None)
-    assert rows["I-SAM2_base"]["acc_inside"] == pytest.approx(rows["I-SAM2"]["acc_inside"], abs=1e-12)
-    assert 0 < rows["I-SAM2"]["coverage"] <= 1
+    coverage = coverage_brute_force(store, test.videos)
+    assert 0 < coverage < 1  # some valid pixels lie outside every masklet, so acc_outside is defined
+    for name in rows:
+        assert rows[name]["coverage"] == pytest.approx(coverage, rel=1e-12), name
+    assert rows["I-SAM2"]["acc_outside"] == 0.0
+    assert rows["I-SAM2_base"]["acc_inside"] == rows["I-SAM2"]["acc_inside"]
     assert metrics["method"] == "I-SAM2" and metrics["miou"] == rows["I-SAM2"]["miou"]
 
 
@@ -350,7 +352,7 @@ def test_evaluate_two_processes_equal_one(evaluated_with_base, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["missing", "wrong_size"])
-def test_evaluate_names_a_bad_base_prediction(evaluated_with_base, tmp_path, damage):
+def test_evaluate_names_a_bad_base_prediction(evaluated_with_base, shared, tmp_path, damage):
     import shutil
 
     _, base_dir, args, _ = evaluated_with_base
@@ -365,7 +367,13 @@ def test_evaluate_names_a_bad_base_prediction(evaluated_with_base, tmp_path, dam
         "isam2.evaluate", [*args, f"base_pred_dir={broken}", f"hydra.run.dir={tmp_path}/run"], check=False
     )
     assert proc.returncode == 2
-    assert f"{victim.parent.name}/{victim.name}" in proc.stderr or str(victim) in proc.stderr
+    if damage == "missing":
+        frames = VSPW(shared / "data", "test").num_frames
+        named = f"1 of {frames} ground-truth frames have no prediction in {broken}: {victim.parent.name}/{victim.name}"
+    else:
+        height, width = np.asarray(Image.open(base_dir / victim.relative_to(broken))).shape
+        named = f"{victim} is 10x12 but its ground truth is {height}x{width} (HxW)"
+    assert f"error: {named}" in proc.stderr.splitlines()
 
 
 def test_a_store_of_another_split_is_refused(straight_run, shared):

@@ -77,7 +77,8 @@ def test_torchrun_two_nodes_one_run_directory(shared, tmp_path):
                 p.kill()
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-6000:]
-    assert "GLOBAL_RANK: 1" in outputs[1] or "GLOBAL_RANK: 1" in outputs[0]
+    for rank, out in enumerate(outputs):  # node rank r runs global rank r
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in out
     _check_run(tmp_path / "run")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert sum("run directory:" in out for out in outputs) == 1  # rank zero alone reports

@@ -21,7 +21,15 @@ from isam2.model import MaskletClassifier
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
 
-from .train_helpers import REPO, cpu_trainer, run_cli, tiny_dataset, tiny_overrides, toy_store
+from .train_helpers import (
+    REPO,
+    coverage_brute_force,
+    cpu_trainer,
+    run_cli,
+    tiny_dataset,
+    tiny_overrides,
+    toy_store,
+)
 
 # The smallest set the CLI runs on: with random SAM2 weights and the paper's AMG thresholds
 # (conf/masklets/sam2.yaml) SAM2 keeps no mask on any of these frames, so every store is empty.
@@ -180,7 +188,11 @@ def test_videos_and_frames_without_masklets_among_others(shared, base_dir, tmp_p
     assert trainer.callback_metrics["val/miou"] == 0.0  # the empty validation store: all void
     trainer.test(model, datamodule=StoreDataModule(stores, datasets, base_pred_dir=base_dir), verbose=False)
     rows = model.test_results["methods"]
-    assert rows["I-SAM2"]["num_videos"] == 2 and 0 < rows["I-SAM2"]["coverage"] < 1
+    assert rows["I-SAM2"]["num_videos"] == 2
+    coverage = coverage_brute_force(stores["test"], datasets["test"].videos)
+    assert 0 < coverage < 1  # the empty frames are uncovered, the others covered
+    for name, row in rows.items():
+        assert row["coverage"] == pytest.approx(coverage, rel=1e-12), name
     test = datasets["test"].videos
     bases = [_stack(base_dir, v) for v in test]
     refined = [_refine_brute_force(b, stores["test"].id_maps(v.id)) for b, v in zip(bases, test)]

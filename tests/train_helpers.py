@@ -134,6 +134,16 @@ def scalar_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def coverage_brute_force(store: MaskletStore, videos: list) -> float:
+    """The fraction of valid ground-truth pixels (label != 255) under some masklet of `store`."""
+    covered = total = 0
+    for video in videos:
+        valid = video.load_masks() != 255
+        covered += int((np.asarray(store.id_maps(video.id))[valid] >= 0).sum())
+        total += int(valid.sum())
+    return covered / total
+
+
 EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/miou", "val/fwiou")
 
 
