@@ -101,8 +101,9 @@ def resume_checkpoint(cfg: DictConfig, trainer: Any) -> str | None:
             if getattr(callback, "monitor", "") is None and callback.filename == "last":
                 last = Path(callback.dirpath) / f"last{callback.FILE_EXTENSION}"
                 if last.is_file():
-                    job = os.environ.get("SLURM_JOB_ID")
-                    print(f"requeued SLURM job {job}: resuming from {last}", flush=True)
+                    if trainer.is_global_zero:
+                        job = os.environ.get("SLURM_JOB_ID")
+                        print(f"requeued SLURM job {job}: resuming from {last}", flush=True)
                     return str(last)
     return cfg.get("ckpt_path")
 
