@@ -116,7 +116,8 @@ def test_generate_keeps_its_own_set_and_replaces_it_only_with_force(tmp_path):
         generate(root, other)
     assert _digest(root) == before
     generate(root, other, force=True)
-    assert synthetic_settings(root) == other.__dict__ and _digest(root) == _digest(generate(tmp_path / "o", other))
+    assert synthetic_settings(root) == other.__dict__
+    assert _digest(root) == _digest(generate(tmp_path / "o", other))
     assert _hidden_siblings(root) == []
 
 
