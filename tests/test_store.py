@@ -612,3 +612,12 @@ def test_a_manifest_without_a_key_is_named_not_a_key_error(tmp_path, fake_source
     (store.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ISAM2Error, match=rf"manifest.json has no .*'{(sub or key)}'.*force=true"):
         MaskletStore(store.path)
+
+
+def test_the_summary_of_an_empty_store_prints_no_nan():
+    from isam2.masklets.extraction import format_summary
+
+    empty = {"videos": 2, "frames": 7, "masklets": 0, "masklets_per_frame": 0.0, "coverage": 0.0}
+    text = format_summary({**empty, "purity": float("nan")})
+    assert "nan" not in text.lower() and "purity: n/a" in text
+    assert "purity: 87.5%" in format_summary({**empty, "purity": 0.875})

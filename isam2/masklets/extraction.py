@@ -454,10 +454,12 @@ def summarize(store: MaskletStore) -> dict[str, float]:
 
 
 def format_summary(summary: dict[str, float]) -> str:
+    purity = summary["purity"]
+    purity_text = "n/a (no masklet with a target)" if purity != purity else f"{100 * purity:.1f}%"  # NaN
     return (
         f"videos: {summary['videos']}  frames: {summary['frames']}  masklets: {summary['masklets']}\n"
         f"masklets/frame: {summary['masklets_per_frame']:.1f}  coverage: {100 * summary['coverage']:.1f}%  "
-        f"purity: {100 * summary['purity']:.1f}%"
+        f"purity: {purity_text}"
     )
 
 
