@@ -20,9 +20,7 @@ def main(cfg: DictConfig) -> None:
 
     apply_tf32(cfg.get("sam2"))
 
-    store = ensure_store(
-        cfg, cfg.data.split, force=bool(cfg.force), progress=bool(cfg.progress), launch=True
-    )
+    store = ensure_store(cfg, cfg.data.split, force=bool(cfg.force), progress=bool(cfg.progress), launch=True)
     if rank_and_world()[0] != 0:
         return
     summary = summarize(store)

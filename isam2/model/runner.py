@@ -211,7 +211,9 @@ def test_and_report(
     out_dir = Path(cfg.paths.output_dir)
     model.prediction_dir = out_dir / "predictions"
     trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    if extra.get("checkpoint"):  # relative inside the run: two runs of one config write identical metrics.json
+    if extra.get(
+        "checkpoint"
+    ):  # relative inside the run: two runs of one config write identical metrics.json
         checkpoint = Path(extra["checkpoint"]).resolve()
         if checkpoint.is_relative_to(out_dir.resolve()):
             extra["checkpoint"] = str(checkpoint.relative_to(out_dir.resolve()))
