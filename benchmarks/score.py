@@ -3,7 +3,7 @@
 `python benchmarks/score.py [--videos 4 --frames 30 --height 480 --width 853 --repeats 2]` prints frames/s
 of both on the same in-memory label maps (PNG decoding, equal for both, is left out) and their ratio,
 and checks that both give the same numbers. Both run on one CPU thread. The baseline functions double as
-the tests' independent reference of DESIGN.md section 4.
+the tests' independent reference of docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def vc_windows_numpy(gts: np.ndarray, preds: np.ndarray, n: int, num_windows: in
 
 
 def reference_metrics(videos, c=124, classes="gt", protocol="cffm", lengths=(8, 16), width=5) -> dict:
-    """DESIGN.md section 4 in plain numpy loops. videos: list of (pred [T,H,W], gt [T,H,W]) integer arrays."""
+    """docs/metrics.md in plain numpy loops. videos: list of (pred [T,H,W], gt [T,H,W]) integer arrays."""
     cm = np.zeros((c, c + 1), np.int64)
     biou = []
     vc = {n: [] for n in lengths}

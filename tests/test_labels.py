@@ -1,4 +1,4 @@
-"""Label conversions on hand-written arrays (DESIGN.md section 3)."""
+"""Label conversions on hand-written arrays (docs/data.md)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""mIoU / weighted IoU / per-class IoU on hand-computed 3x4 cases (DESIGN.md section 4)."""
+"""mIoU / weighted IoU / per-class IoU on hand-computed 3x4 cases (docs/metrics.md)."""
 
 import numpy as np
 import pytest

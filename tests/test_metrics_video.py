@@ -13,7 +13,7 @@ KEYS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
 
 
 def load_baseline():
-    """The benchmark's plain-numpy implementation of DESIGN.md section 4 (official loops), as the reference."""
+    """The benchmark's plain-numpy implementation of docs/metrics.md (official loops), as the reference."""
     spec = importlib.util.spec_from_file_location(
         "bench_score", Path(__file__).parents[1] / "benchmarks" / "score.py"
     )

@@ -282,7 +282,7 @@ def _eval_overrides(tmp_path, shared):
 
 
 def _miou_brute_force(preds: list[np.ndarray], gts: list[np.ndarray], num_classes: int = 124) -> float:
-    """Mean IoU over classes present in GT, from per-class pixel counts (DESIGN.md section 4)."""
+    """Mean IoU over classes present in GT, from per-class pixel counts (docs/metrics.md)."""
     p, g = np.concatenate([x.ravel() for x in preds]).astype(int), np.concatenate([x.ravel() for x in gts])
     p, g = p[g != 255], g[g != 255].astype(int)
     ious = []

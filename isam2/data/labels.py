@@ -1,4 +1,4 @@
-"""Raw dataset label values -> train ids (DESIGN.md section 3): 124 classes, 255 = ignore."""
+"""Raw dataset label values -> train ids (docs/data.md): 124 classes, 255 = ignore."""
 
 from __future__ import annotations
 

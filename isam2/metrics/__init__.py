@@ -1,4 +1,4 @@
-"""Metrics stage: mIoU/WIoU, mBIoU and mVC_n as torchmetrics Metrics (DESIGN.md section 4), and tables."""
+"""Metrics stage: mIoU/WIoU, mBIoU and mVC_n as torchmetrics Metrics (docs/metrics.md), and tables."""
 
 from isam2.metrics.boundary import BoundaryIoU, boundary_band
 from isam2.metrics.consistency import VC_PROTOCOLS, VideoConsistency

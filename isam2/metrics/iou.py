@@ -1,4 +1,4 @@
-"""mIoU, weighted IoU and per-class IoU from one confusion matrix (DESIGN.md section 4)."""
+"""mIoU, weighted IoU and per-class IoU from one confusion matrix (docs/metrics.md)."""
 
 from __future__ import annotations
 
