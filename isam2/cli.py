@@ -29,7 +29,12 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], None]:
         @functools.wraps(task)
         def checked(cfg: DictConfig) -> Any:
+            from isam2.masklets.runtime import apply_tf32
+
             check_settings(cfg)
+            apply_tf32(
+                cfg.get("sam2")
+            )  # process-wide, so set here for every command, never by a library object
             return task(cfg)
 
         main = hydra.main(version_base="1.3", config_path="../conf", config_name=config_name)(

@@ -9,10 +9,7 @@ from isam2.cli import hydra_entry
 
 @hydra_entry("evaluate")
 def main(cfg: DictConfig) -> None:
-    from isam2.masklets.runtime import apply_tf32
     from isam2.model.runner import evaluate
-
-    apply_tf32(cfg.get("sam2"))
 
     evaluate(cfg)
 

@@ -16,9 +16,6 @@ def main(cfg: DictConfig) -> None:
     from isam2.data.sharding import rank_and_world
     from isam2.files import write_json
     from isam2.masklets.extraction import ensure_store, format_summary, summarize
-    from isam2.masklets.runtime import apply_tf32
-
-    apply_tf32(cfg.get("sam2"))
 
     store = ensure_store(cfg, cfg.data.split, force=bool(cfg.force), progress=bool(cfg.progress), launch=True)
     if rank_and_world()[0] != 0:

@@ -17,12 +17,9 @@ from isam2.files import check_output_apart, write_json
 def main(cfg: DictConfig) -> None:
     from isam2.data import DataError, open_split
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
-    from isam2.masklets.runtime import apply_tf32
     from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.segment.refine import refine
-
-    apply_tf32(cfg.get("sam2"))
 
     base_dir = Path(cfg.base_pred_dir)
     out_dir = Path(cfg.output_dir).resolve()

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from isam2.errors import ISAM2Error
-from isam2.masklets.sam2_backbone import SAM2Backbone, file_sha256
+from isam2.files import cached_sha256
+from isam2.masklets.sam2_backbone import SAM2Backbone
 from tests.conftest import pooling_levels, toy_video
 
 
@@ -116,7 +117,7 @@ def test_checkpoint_round_trip(tiny_backbone, tmp_path, caplog, capsys):
     assert "RANDOM WEIGHTS" not in capsys.readouterr().err
     assert not any("RANDOM WEIGHTS" in r.getMessage() for r in caplog.records)
     meta = loaded.metadata()
-    assert meta["checkpoint"] == str(path) and meta["checkpoint_sha256"] == file_sha256(path)
+    assert meta["checkpoint"] == str(path) and meta["checkpoint_sha256"] == cached_sha256(path)
     assert len(meta["checkpoint_sha256"]) == 64 and not meta["random_weights"]
     frame = toy_video(1)[0][0]
     masks = torch.from_numpy(toy_video(1)[1][0] == 7)[None]

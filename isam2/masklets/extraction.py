@@ -47,7 +47,7 @@ from isam2.masklets.store import (
     SHARD_ARRAYS,
     MaskletStore,
     VideoShard,
-    _check_video_id,
+    check_video_id,
     config_hash,
     done_videos,
     finalize_store,
@@ -322,7 +322,7 @@ def _ensure_in_group(
             dataset = open_split(cfg.data, split)  # first on rank 0: it may generate the synthetic set
             video_ids = [v.id for v in dataset.videos]
             for video_id in video_ids:  # every id must name a file, before the first video is extracted
-                _check_video_id(video_id, dataset.root / f"{split}.txt")
+                check_video_id(video_id, dataset.root / f"{split}.txt")
             opened = _open_finished(path, expected, video_ids, force)
             if opened is None:
                 lock.acquire(settings.lock_wait_seconds)

@@ -57,11 +57,6 @@ def config_resource(variant: str, version: str) -> str:
     return f"configs/sam2/sam2_{variant}.yaml"
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, cached by (path, size, mtime): a 900 MB checkpoint is hashed once."""
-    return cached_sha256(path)
-
-
 @dataclass
 class EncodedFrame:
     """One frame through the frozen encoder: what SAM2's heads need, and the maps Eq. 3 pools."""
@@ -94,7 +89,7 @@ class SAM2Backbone:
         pooling_levels: Sequence[int] = (0,),
         tf32: bool | None = None,
     ):
-        """`tf32` is process-wide, so the entry points switch it (`isam2.masklets.runtime.apply_tf32`); it is
+        """`tf32` is process-wide, so the entry points switch it (`isam2.cli.hydra_entry` calls `isam2.masklets.runtime.apply_tf32`); it is
         accepted here because it lives in the `sam2` config group, and the value in force is in `metadata()`."""
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
@@ -222,7 +217,7 @@ class SAM2Backbone:
         except RuntimeError as e:
             raise ISAM2Error(f"sam2.checkpoint {path} does not fit {what}: {e}") from None
         log.info("loaded SAM2 checkpoint %s into %s", path, what)
-        return file_sha256(path)
+        return cached_sha256(path)
 
     # ------------------------------------------------------------------ encoding
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -146,7 +146,7 @@ def store_folder(store_dir: str | os.PathLike, identity: dict[str, Any]) -> Path
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _check_video_id(video_id: str, source: str | os.PathLike | None = None) -> str:
+def check_video_id(video_id: str, source: str | os.PathLike | None = None) -> str:
     """`video_id` if it can name a file inside the store folder (no separator, no `..`); `source` is the
     file that listed it (a manifest from elsewhere is untrusted: it must not make us read outside)."""
     if not isinstance(video_id, str) or not _SAFE_ID.fullmatch(video_id):
@@ -268,7 +268,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:
 def write_video_shard(path: Path, video_id: str, shard: VideoShard) -> None:
     """Write a video's id maps, then its row shard, then its record (sha256 of both, rows, whether every
     float row is finite): the record marks the video done."""
-    video_id = _check_video_id(video_id)
+    video_id = check_video_id(video_id)
     n = len(shard.rows["frame"])
     map_dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
     rows = {k: np.asarray(shard.rows[k], dtype=ROW_DTYPES[k]) for k in SHARD_ARRAYS}
@@ -303,7 +303,7 @@ def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], f
             f"cannot finalise {path}: {len(missing)} videos have no shard yet, e.g. {missing[0]!r}"
         )
     for video_id in video_ids:
-        fault = shard_fault(path, _check_video_id(video_id))
+        fault = shard_fault(path, check_video_id(video_id))
         if fault is not None:
             forget_video(path, video_id)
             raise ISAM2Error(
@@ -422,7 +422,7 @@ def _check_manifest_videos(manifest_path: Path, videos: list[dict[str, Any]], nu
     """Refuse a manifest whose videos could name files outside the store or rows outside its arrays, or
     whose rows were not finite when written (stores of older builds have no such record)."""
     for v in videos:
-        _check_video_id(v.get("id"), manifest_path)
+        check_video_id(v.get("id"), manifest_path)
         if not 0 <= int(v["start"]) <= int(v["stop"]) <= num_rows:
             raise ISAM2Error(
                 f"{manifest_path} gives video {v['id']!r} rows {v['start']}:{v['stop']} of {num_rows}; "
@@ -554,7 +554,7 @@ class MaskletStore:
         return self._cached_video[1]
 
     def _id_map_file(self, video_id: str) -> Path:
-        return self.path / "idmaps" / f"{_check_video_id(video_id)}.npz"
+        return self.path / "idmaps" / f"{check_video_id(video_id)}.npz"
 
     def _local_map(self, video_id: str, t: int) -> np.ndarray:
         """Frame t's local id map, decompressed from the video's archive; a damaged archive is named."""
