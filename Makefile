@@ -28,7 +28,7 @@ demo: env
 	$(BIN)/python -m isam2.train
 
 test: env
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: env
 	$(BIN)/ruff check .
