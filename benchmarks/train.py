@@ -82,6 +82,7 @@ def train_rate(store: SimpleNamespace, args: argparse.Namespace) -> tuple[float,
         callbacks=[timer],
         precision="bf16-mixed" if accelerator == "gpu" else "32-true",
     )
+    model.set_training_statistics(**dm.training_statistics())
     trainer.fit(model, datamodule=dm)
     rows = len(store.features)
     return rows / timer.times[0], rows / min(timer.times[1:] or timer.times)

@@ -16,8 +16,11 @@ from isam2.errors import ConfigError, error_message, exit_with_error, user_error
 MIXED_TYPES = ("trainer.devices",)
 
 
-def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
+def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """`@hydra.main` over conf/<config_name>.yaml, the task wrapped in `user_errors_exit`.
+
+    The task's return value (the configured `optimized_metric`) goes back to Hydra, which hands it to a sweeper
+    (e.g. Optuna) as the job's return value.
 
     What Hydra refuses before the task runs (an unknown key, a missing group option, bad override syntax, an
     unwritable run directory) ends the same way as a user error inside it: one `error:` line, exit 2. Before
@@ -26,7 +29,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
     Hydra's own reports back."""
     import hydra
 
-    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    def decorate(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @functools.wraps(task)
         def checked(cfg: DictConfig) -> Any:
             from isam2.masklets.runtime import apply_tf32
@@ -42,11 +45,11 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
         )
 
         @functools.wraps(task)
-        def entry() -> None:
+        def entry() -> Any:
             debugging = bool(os.environ.get("HYDRA_FULL_ERROR"))
             try:
                 with _hydra_reraises():
-                    main()
+                    return main()
             except Exception as e:
                 message = None if debugging else _composition_message(e, config_name)
                 if message is None:

@@ -1,4 +1,4 @@
-"""`python -m isam2.evaluate ckpt_path=...`: test a trained masklet head exactly as train's test stage does."""
+"""`python -m isam2.evaluate [ckpt_path=...]`: test a trained head exactly as train's test stage does."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from isam2.cli import hydra_entry
 
 
 @hydra_entry("evaluate")
-def main(cfg: DictConfig) -> None:
-    from isam2.model.runner import evaluate
+def main(cfg: DictConfig) -> float | None:
+    from isam2.pipelines.common import optimized_value
+    from isam2.pipelines.evaluate import run
 
-    evaluate(cfg)
+    return optimized_value(cfg, run(cfg))
 
 
 if __name__ == "__main__":

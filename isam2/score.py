@@ -1,26 +1,18 @@
-"""`python -m isam2.score pred_dir=<dir> data.root=<root> data.split=val`: score prediction PNGs against a split's GT."""
+"""`python -m isam2.score [pred_dir=<dir>]`: score prediction PNGs against a split's ground truth."""
 
 from __future__ import annotations
-
-import sys
 
 from omegaconf import DictConfig
 
 from isam2.cli import hydra_entry
-from isam2.errors import ISAM2Error
 
 
 @hydra_entry("score")
-def main(cfg: DictConfig) -> None:
-    from isam2.data.sharding import launched_rank
-    from isam2.metrics.scoring import score
+def main(cfg: DictConfig) -> float | None:
+    from isam2.pipelines.common import optimized_value
+    from isam2.pipelines.score import run
 
-    try:
-        score(cfg)
-    except ISAM2Error:
-        if launched_rank() != 0:
-            sys.exit(2)  # rank 0 meets the same error and reports it once
-        raise
+    return optimized_value(cfg, run(cfg))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m isam2.train`: compose the config, build the stores, fit the masklet head, test, report."""
+"""`python -m isam2.train`: compose the config, fit and test the masklet head, return `optimized_metric`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from isam2.cli import hydra_entry
 
 
 @hydra_entry("train")
-def main(cfg: DictConfig) -> None:
-    from isam2.model.runner import train
+def main(cfg: DictConfig) -> float | None:
+    from isam2.pipelines.common import optimized_value
+    from isam2.pipelines.train import run
 
-    train(cfg)
+    return optimized_value(cfg, run(cfg))
 
 
 if __name__ == "__main__":

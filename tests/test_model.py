@@ -112,6 +112,7 @@ def test_fit_on_toy_store_reaches_high_miou_and_checkpoint_has_only_the_head(toy
         optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2},
     )
     trainer = cpu_trainer(tmp_path, max_epochs=10)
+    model.set_training_statistics(**dm.training_statistics())  # the pipeline's part, before the fit
     trainer.fit(model, datamodule=dm)
     # standardisation statistics come from the training store
     train_feats = torch.from_numpy(stores["train"].features[:].astype("float32"))

@@ -33,10 +33,18 @@ def _run(tmp, root, base_dir, *extra, check=True):
 
 
 def test_refiner_improves_a_noisy_base(refined):
-    tmp, *_ = refined
+    tmp, root, _ = refined
     m = json.loads((tmp / "out" / "metrics.json").read_text())
     assert m["refined"]["miou"] > m["base"]["miou"]
     assert m["refined"]["mbiou"] > m["base"]["mbiou"]
+    (store_path,) = [p.parent for p in (tmp / "stores").rglob("manifest.json")]
+    from tests.test_train import masklets_per_frame_brute_force
+
+    speed = m["speed"]  # timings are not asserted, only what they are measured over
+    assert {"fps", "seconds", "measured"} <= set(speed) and speed["frames"] == VSPW(root, "val").num_frames
+    assert speed["masklets_per_frame"] == pytest.approx(
+        masklets_per_frame_brute_force(MaskletStore(store_path))
+    )
 
 
 def test_refined_pngs_equal_independent_eq_1_2(refined):

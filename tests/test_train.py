@@ -78,11 +78,24 @@ def test_run_directory_holds_config_metrics_checkpoints_predictions_metadata(str
     assert backbone["random_weights"] is True
     assert meta["versions"]["torch"] == importlib.metadata.version("torch") and meta["seed"] == 0
     assert "RANDOM" in proc.stdout + proc.stderr  # says the weights are random
+    # the checkpoint was selected on held-out train videos, recorded in metrics.json and metadata.json
+    selection = metrics["selection"]
+    train_ids = [v.id for v in VSPW(shared / "data", "train").videos]
+    assert selection["mode"] == "held_out" and selection["monitor"] == "selection/miou"
+    assert 1 <= len(selection["videos"]) < len(train_ids) and set(selection["videos"]) <= set(train_ids)
+    assert meta["selection"] == selection
+    # the table is in train.log too; Lightning's INFO lines print once; its tips and known warnings are gone
+    log = (run / "train.log").read_text()
+    assert f"{metrics['miou'] * 100:.1f}" in log and "I-SAM2" in log
+    output = proc.stdout + proc.stderr
+    assert output.count("GPU available") == 1
+    for noise in ("litlogger", "litmodels", "not writable", "does not have many workers"):
+        assert noise not in output, noise
 
 
 def test_last_ckpt_is_the_last_epoch_and_the_best_is_kept_beside_it(straight_run):
     run, _ = straight_run
-    miou = [epoch_logs(run)[epoch]["val/miou"] for epoch in range(EPOCHS)]
+    miou = [epoch_logs(run)[epoch]["selection/miou"] for epoch in range(EPOCHS)]
     best_epoch = int(np.argmax(miou))  # the first maximum: a tie is no improvement
     assert best_epoch != EPOCHS - 1, "this test needs a run whose best epoch is not its last"
     ckpts = {
@@ -193,7 +206,7 @@ def test_a_checkpoint_save_that_fails_partway_keeps_the_previous_one(tmp_path, m
     from hydra import compose, initialize_config_dir
 
     from isam2 import files
-    from isam2.model.runner import build_trainer
+    from isam2.pipelines.common import build_trainer
     from tests.reliability.faults import faulty_opener
 
     overrides = [f"paths.output_dir={tmp_path}", "logger=none", "trainer=cpu"]
@@ -254,6 +267,8 @@ def test_evaluate_reproduces_the_test_stage(straight_run, shared, tmp_path):
     )
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert again.pop("checkpoint") == str(ckpt)
+    assert set(again.pop("speed")) >= {"fps", "frames", "seconds", "masklets_per_frame"}  # evaluate's own
+    assert metrics.pop("selection")["mode"] == "held_out"  # train's own: how its checkpoint was selected
     assert again == metrics  # every metric of the test stage, exactly
     assert "mIoU" in proc.stdout
 
@@ -315,6 +330,7 @@ def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shar
 
     tmp, base_dir, _, proc = evaluated_with_base
     metrics = json.loads((tmp / "run" / "metrics.json").read_text())
+    assert "speed:" in proc.stdout and "frames/s" in proc.stdout
     assert set(metrics["methods"]) == {"I-SAM2", "I-SAM2_base", "base", "SAM2-refiner"}
     for name in metrics["methods"]:
         assert name in proc.stdout
@@ -328,6 +344,9 @@ def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shar
     }
     store = MaskletStore(store_path)
     refined = [_refine_brute_force(b, store.id_maps(v.id)) for b, v in zip(bases, test)]
+    speed = metrics["speed"]  # timings are not asserted, only what they are measured over
+    assert {"fps", "seconds", "measured"} <= set(speed) and speed["frames"] == test.num_frames
+    assert speed["masklets_per_frame"] == pytest.approx(masklets_per_frame_brute_force(store), rel=1e-12)
     rows = metrics["methods"]
     assert rows["base"]["miou"] == pytest.approx(_miou_brute_force(bases, gts), abs=1e-9)
     assert rows["SAM2-refiner"]["miou"] == pytest.approx(_miou_brute_force(refined, gts), abs=1e-9)
@@ -339,6 +358,17 @@ def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shar
     assert rows["I-SAM2"]["acc_outside"] == 0.0
     assert rows["I-SAM2_base"]["acc_inside"] == rows["I-SAM2"]["acc_inside"]
     assert metrics["method"] == "I-SAM2" and metrics["miou"] == rows["I-SAM2"]["miou"]
+
+
+def masklets_per_frame_brute_force(store) -> float:
+    """Store rows counted frame by frame over every frame of every video, divided by the frames."""
+    rows = frames = 0
+    for video_id in store.videos():
+        of_video = np.asarray(store.frame[store.rows(video_id)])
+        for t in range(store.num_frames(video_id)):
+            rows += int(np.sum(of_video == t))
+            frames += 1
+    return rows / frames
 
 
 def test_evaluate_two_processes_equal_one(evaluated_with_base, tmp_path):
@@ -381,6 +411,8 @@ def test_a_store_of_another_split_is_refused(straight_run, shared):
     from isam2.errors import ISAM2Error
     from isam2.masklets.store import MaskletStore
 
-    (val_store,) = {p.parent for p in (shared / "stores").rglob("manifest.json") if "-val-" in p.parent.name}
-    with pytest.raises(ISAM2Error, match="built from split 'val'.*split 'test'"):
-        VideoBatches(MaskletStore(val_store), VSPW(shared / "data", "test"))
+    (train_store,) = {
+        p.parent for p in (shared / "stores").rglob("manifest.json") if "-train-" in p.parent.name
+    }
+    with pytest.raises(ISAM2Error, match="built from split 'train'.*split 'test'"):
+        VideoBatches(MaskletStore(train_store), VSPW(shared / "data", "test"))

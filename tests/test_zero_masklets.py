@@ -36,6 +36,7 @@ from .train_helpers import (
 ZERO_DATA = SyntheticConfig(
     num_train=1, num_val=1, num_test=2, min_frames=3, max_frames=4, height=48, width=64, seed=0
 )
+PAPER_VAL = "data.selection.mode=paper_val"  # one training video: none to hold out, select on val
 PAPER_MASKLETS = yaml.safe_load((REPO / "conf" / "masklets" / "sam2.yaml").read_text())
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,8 @@ def shared(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def zero_run(shared):
     """`isam2.train masklets=sam2` (paper thresholds, random weights): builds the three empty stores."""
-    proc = run_cli("isam2.train", [*tiny_overrides(shared / "train", shared, ZERO_DATA), "masklets=sam2"])
+    overrides = [*tiny_overrides(shared / "train", shared, ZERO_DATA), "masklets=sam2", PAPER_VAL]
+    proc = run_cli("isam2.train", overrides)
     return shared / "train" / "run", proc
 
 
@@ -97,6 +99,8 @@ def test_train_on_empty_stores_leaves_the_head_untrained_and_predicts_void(zero_
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trained"] is False and "no masklet with a target" in metrics["note"]
     assert metrics["checkpoint"] == "checkpoints/untrained.ckpt"  # relative to the run directory
+    assert metrics["selection"]["mode"] == "paper_val" and metrics["selection"]["split"] == "val"
+    assert "paper-literal" in metrics["selection"]["label"]
     assert (run / "checkpoints" / "untrained.ckpt").is_file()
     # everything is void: every GT class gets IoU 0, and no metric is NaN
     assert metrics["miou"] == metrics["fwiou"] == metrics["mbiou"] == 0.0
@@ -112,11 +116,11 @@ def test_resuming_on_an_empty_training_store_is_a_clear_error(zero_run, shared, 
     from hydra import compose, initialize_config_dir
 
     from isam2.errors import ISAM2Error
-    from isam2.model.runner import train
+    from isam2.pipelines.train import run as train
 
     ckpt = zero_run[0] / "checkpoints" / "untrained.ckpt"
     overrides = [o for o in tiny_overrides(tmp_path, shared, ZERO_DATA) if not o.startswith("hydra.")]
-    overrides += ["masklets=sam2", f"paths.output_dir={tmp_path}", f"ckpt_path={ckpt}"]
+    overrides += ["masklets=sam2", PAPER_VAL, f"paths.output_dir={tmp_path}", f"ckpt_path={ckpt}"]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     with pytest.raises(
@@ -184,8 +188,9 @@ def test_videos_and_frames_without_masklets_among_others(shared, base_dir, tmp_p
     datamodule = StoreDataModule(stores, datasets, batch_size=8, seed=0)
     model = MaskletClassifier(num_classes=124, feature_dim=16, head={"depth": 0}, seed=0)
     trainer = cpu_trainer(tmp_path, max_epochs=2, enable_checkpointing=False)
+    model.set_training_statistics(**datamodule.training_statistics())
     trainer.fit(model, datamodule=datamodule)
-    assert trainer.callback_metrics["val/miou"] == 0.0  # the empty validation store: all void
+    assert trainer.callback_metrics["selection/miou"] == 0.0  # the empty validation store: all void
     trainer.test(model, datamodule=StoreDataModule(stores, datasets, base_pred_dir=base_dir), verbose=False)
     rows = model.test_results["methods"]
     assert rows["I-SAM2"]["num_videos"] == 2

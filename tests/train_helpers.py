@@ -144,7 +144,14 @@ def coverage_brute_force(store: MaskletStore, videos: list) -> float:
     return covered / total
 
 
-EPOCH_KEYS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/miou", "val/fwiou")
+EPOCH_KEYS = (
+    "train/loss_epoch",
+    "train/acc",
+    "selection/loss",
+    "selection/acc",
+    "selection/miou",
+    "selection/fwiou",
+)
 
 
 def epoch_logs(run: Path) -> dict[int, dict[str, float]]:

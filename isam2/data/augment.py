@@ -46,10 +46,12 @@ class ClipBatches(Dataset):
         clip_length: int,
         clips_per_epoch: int,
         seed: int,
+        videos: list[str] | None = None,
     ):
         self.store, self.augmenter = store, augmenter
         by_id = {v.id: v for v in dataset.videos}
-        self.videos = [(vid, by_id[vid]) for vid in store.videos() if vid in by_id]
+        wanted = set(store.videos() if videos is None else videos)  # held-out selection videos are not drawn
+        self.videos = [(vid, by_id[vid]) for vid in store.videos() if vid in by_id and vid in wanted]
         if not self.videos:
             raise ISAM2Error(
                 f"no video of the training store {getattr(store, 'path', '?')} is in {dataset.root}"
@@ -107,10 +109,19 @@ class AugmentedDataModule(StoreDataModule):
         seed: int = 0,
         eval_num_workers: int = 0,
         base_pred_dir: Any = None,
-        **_: Any,
+        videos: Mapping[str, list[str]] | None = None,
+        batch_size: int = 4096,
     ):
+        # batch_size: accepted so that experiments setting datamodule.batch_size compose with either mode;
+        # a training clip is one batch here
         super().__init__(
-            stores, datasets, seed=seed, eval_num_workers=eval_num_workers, base_pred_dir=base_pred_dir
+            stores,
+            datasets,
+            batch_size=batch_size,
+            seed=seed,
+            eval_num_workers=eval_num_workers,
+            base_pred_dir=base_pred_dir,
+            videos=videos,
         )
         from hydra.utils import instantiate
 
@@ -138,10 +149,12 @@ class AugmentedDataModule(StoreDataModule):
             self.clip_length,
             self.clips_per_epoch,
             self.seed,
+            self.videos.get("train"),
         )
         return DataLoader(clips, sampler=_EpochClips(clips), batch_size=None, collate_fn=_single)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """A clip of frames becomes a `MaskletBatch` of its masklets' pooled, augmented features."""
         if not (isinstance(batch, dict) and "frames" in batch):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
         backbone = self.backbone(device)

@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from isam2.constants import VOID as IGNORE
 from isam2.data.sharding import VideoShardSampler, rank_and_world
-from isam2.errors import ISAM2Error
+from isam2.errors import ConfigError, ISAM2Error
 from isam2.masklets.store import read_rows
 
-IGNORE = 255
+if (
+    TYPE_CHECKING
+):  # the batch types live with the model that consumes them; data never imports model at run time
+    from isam2.model.batches import MaskletBatch, VideoBatch
+
 STAT_BLOCK_ROWS = 1 << 18  # rows per block when reducing statistics over a memory-mapped store
 
 
-def trainable_rows(store: Any) -> np.ndarray:
-    """Global indices of the store rows with a target (label != 255)."""
-    return np.flatnonzero(np.asarray(store.label) != IGNORE)
+def trainable_rows(store: Any, videos: Sequence[str] | None = None) -> np.ndarray:
+    """Global indices of the store rows with a target (label != 255), of `videos` only when given."""
+    keep = np.asarray(store.label) != IGNORE
+    if videos is not None:
+        chosen = np.zeros(len(keep), dtype=bool)
+        for video_id in videos:
+            chosen[store.rows(video_id)] = True
+        keep &= chosen
+    return np.flatnonzero(keep)
+
+
+def held_out_videos(video_ids: Sequence[str], fraction: float, seed: int) -> list[str]:
+    """The selection split carved from a training split: round(fraction * n) videos (at least one, and at least
+    one left to train on), drawn by `seed`, in split order. The same ids for the same (ids, fraction, seed)."""
+    n = len(video_ids)
+    if not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(f"data.selection.fraction={fraction} must lie in (0, 1)")
+    if n < 2:
+        raise ConfigError(
+            f"data.selection.mode=held_out needs at least 2 training videos to hold one out, the train split "
+            f"has {n}; add videos or select on val with data.selection.mode=paper_val"
+        )
+    count = min(max(1, round(float(fraction) * n)), n - 1)
+    chosen = np.random.default_rng(int(seed)).permutation(n)[:count]
+    return [video_ids[i] for i in sorted(chosen)]
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    """A tensor over `values`, copied when they are a read-only view of a memory-mapped store (torch warns
+    about, and must never write through, a non-writable array)."""
+    return torch.from_numpy(values if values.flags.writeable else values.copy())
 
 
 def feature_statistics(features: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,14 +133,14 @@ class RowBatches(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, positions: torch.Tensor) -> Any:
+    def __getitem__(self, positions: torch.Tensor) -> torch.Tensor | MaskletBatch:
         if self.resident:
             return positions
         rows = np.sort(self.rows[positions.numpy()])
         return {
-            "features": torch.from_numpy(read_rows(self.store.features, rows)),
+            "features": _tensor(read_rows(self.store.features, rows)),
             "label": torch.from_numpy(read_rows(self.store.label, rows).astype(np.int64)),
-            "purity": torch.from_numpy(read_rows(self.store.purity, rows)),
+            "purity": _tensor(read_rows(self.store.purity, rows)),
         }
 
 
@@ -128,11 +161,22 @@ class VideoBatches(Dataset):
     with `base_pred_dir`, the base segmentor's predictions (`base`: fill-in, the base row, the refiner)."""
 
     def __init__(
-        self, store: Any, dataset: Any, base_pred_dir: str | os.PathLike | None = None, preview: bool = True
+        self,
+        store: Any,
+        dataset: Any,
+        base_pred_dir: str | os.PathLike | None = None,
+        preview: bool = True,
+        videos: Sequence[str] | None = None,
     ):
         self.store, self.base_pred_dir, self.preview = store, base_pred_dir, preview
         check_store_matches(store, dataset)
         self.video_ids = store.videos()
+        if videos is not None:
+            absent = sorted(set(videos) - set(self.video_ids))
+            if absent:
+                raise ISAM2Error(f"masklet store {getattr(store, 'path', '?')} has no video {absent[0]!r}")
+            wanted = set(videos)
+            self.video_ids = [v for v in self.video_ids if v in wanted]
         by_id = {v.id: v for v in dataset.videos}
         missing = [v for v in self.video_ids if v not in by_id]
         if missing:
@@ -152,7 +196,7 @@ class VideoBatches(Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> VideoBatch:
         video_id, video = self.video_ids[index], self.videos[index]
         rows = self.store.rows(video_id)
         id_maps = np.asarray(self.store.id_maps(video_id))
@@ -163,16 +207,16 @@ class VideoBatches(Dataset):
                 f"video {video_id!r}: masklet id maps {id_maps.shape} do not match the GT masks {gt.shape} "
                 f"in {video.masks[0].parent if video.masks else video_id}; rebuild the store with force=true"
             )
-        item = {
+        item: VideoBatch = {
             "video": video_id,
             "frame_names": list(video.frame_names),
-            "features": torch.from_numpy(read_rows(self.store.features, rows)),
+            "features": _tensor(read_rows(self.store.features, rows)),
             "label": torch.from_numpy(np.asarray(self.store.label[rows]).astype(np.int64)),
-            "purity": torch.from_numpy(read_rows(self.store.purity, rows)),
+            "purity": _tensor(read_rows(self.store.purity, rows)),
             "track": torch.from_numpy(np.asarray(self.store.track[rows]).astype(np.int64)),
             "frame": torch.from_numpy(np.asarray(self.store.frame[rows]).astype(np.int64)),
             "id_maps": torch.from_numpy(id_maps),
-            "gt": torch.from_numpy(gt),
+            "gt": _tensor(gt),
         }
         if self.base_pred_dir is not None:
             from isam2.data.predictions import read_prediction
@@ -181,9 +225,9 @@ class VideoBatches(Dataset):
             base = np.stack([read_prediction(folder / f"{n}.png", gt.shape[1:]) for n in video.frame_names])
             if base.dtype != np.uint8:
                 raise ISAM2Error(f"base predictions in {folder} are not 8-bit label PNGs (uint8 train ids)")
-            item["base"] = torch.from_numpy(base)
+            item["base"] = _tensor(base)
         if self.preview:
-            item["preview"] = torch.from_numpy(video.load_frame(0))
+            item["preview"] = _tensor(video.load_frame(0))
         return item
 
 
@@ -195,7 +239,9 @@ class StoreDataModule(pl.LightningDataModule):
     """Store mode: training batches of masklet vectors; validation and test one whole video per step.
 
     `stores` and `datasets` map "train"/"val"/"test" to a MaskletStore and the matching VideoDataset (the
-    GT masks). With `device_resident` ("auto" | true | false) the training vectors are put on the device
+    GT masks); "val" is the selection split (what the checkpoint is selected on). `videos` restricts a role to
+    some of its store's videos: a selection split held out of the training split is the train store with
+    {"train": the other videos, "val": the held-out ones}. With `device_resident` ("auto" | true | false) the training vectors are put on the device
     once and batches are gathered there by index; "auto" does so when they take at most
     `resident_fraction` of the device's free memory.
     """
@@ -211,6 +257,7 @@ class StoreDataModule(pl.LightningDataModule):
         eval_num_workers: int = 0,
         seed: int = 0,
         base_pred_dir: str | os.PathLike | None = None,
+        videos: Mapping[str, Sequence[str]] | None = None,
     ):
         super().__init__()
         if device_resident not in ("auto", True, False):
@@ -227,6 +274,7 @@ class StoreDataModule(pl.LightningDataModule):
             int(seed),
         )
         self.base_pred_dir = base_pred_dir
+        self.videos = {role: list(ids) for role, ids in (videos or {}).items()}
         self._train_rows: np.ndarray | None = None
         self._statistics: dict[str, torch.Tensor] | None = None
         self._resident: dict[str, torch.Tensor] | None = None  # training rows, on `_resident_device`
@@ -242,7 +290,7 @@ class StoreDataModule(pl.LightningDataModule):
     @property
     def train_rows(self) -> np.ndarray:
         if self._train_rows is None:
-            self._train_rows = trainable_rows(self.train_store)
+            self._train_rows = trainable_rows(self.train_store, self.videos.get("train"))
         return self._train_rows
 
     def training_statistics(self) -> dict[str, torch.Tensor]:
@@ -283,9 +331,9 @@ class StoreDataModule(pl.LightningDataModule):
         if self._resident is None or self._resident_device != device:
             rows, store = self.train_rows, self.train_store
             self._resident = {
-                "features": torch.from_numpy(read_rows(store.features, rows)).to(device),
+                "features": _tensor(read_rows(store.features, rows)).to(device),
                 "label": torch.from_numpy(read_rows(store.label, rows).astype(np.int64)).to(device),
-                "purity": torch.from_numpy(read_rows(store.purity, rows)).to(device),
+                "purity": _tensor(read_rows(store.purity, rows)).to(device),
             }
             self._resident_device = device
         return self._resident
@@ -295,7 +343,11 @@ class StoreDataModule(pl.LightningDataModule):
             resident = self._resident_rows(device)
             positions = batch.to(device)
             # index_select: a contiguous gather, ~5x faster than advanced indexing on CPU
-            return {key: value.index_select(0, positions) for key, value in resident.items()}
+            return {
+                "features": resident["features"].index_select(0, positions),
+                "label": resident["label"].index_select(0, positions),
+                "purity": resident["purity"].index_select(0, positions),
+            }
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     # ---- whole-video evaluation ----
@@ -303,7 +355,11 @@ class StoreDataModule(pl.LightningDataModule):
         if role not in self.stores or role not in self.datasets:
             raise ISAM2Error(f"no {role} store/dataset was given to the data module")
         videos = VideoBatches(
-            self.stores[role], self.datasets[role], self.base_pred_dir, preview=role == "val"
+            self.stores[role],
+            self.datasets[role],
+            self.base_pred_dir,
+            preview=role == "val",
+            videos=self.videos.get(role),
         )
         return DataLoader(
             videos,

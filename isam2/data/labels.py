@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from isam2.constants import VOID as IGNORE
+
 NUM_CLASSES = 124
-IGNORE = 255
 
 
 class LabelError(ValueError):

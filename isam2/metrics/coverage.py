@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-IGNORE = 255
+from isam2.constants import VOID as IGNORE
 
 
 class MaskletCoverage(Metric):

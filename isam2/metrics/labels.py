@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from isam2.constants import VOID as NONE  # "no prediction" / void ground truth
 from isam2.errors import ConfigError
 
-NONE = 255  # "no prediction" / void ground truth
 # Why uint8 codes: on CPU, torch compares a tensor with a Python scalar ~10x slower than with another
 # tensor, and counts (count_nonzero) ~5x slower than numpy. The metrics therefore work on uint8 maps and
 # use clamps, uint8 wrap-around and tensor-tensor compares, and count through numpy views on CPU.

@@ -1,8 +1,8 @@
-"""Whole-video scoring under Lightning: each rank scores its shard of videos, metric state is reduced once."""
+"""Whole-video scoring under Lightning: each rank scores its shard of videos, metric state is reduced once (the
+`python -m isam2.score` pipeline around it: isam2/pipelines/score.py)."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,16 +11,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from isam2.data.predictions import prediction_path, read_prediction
-from isam2.data.sharding import VideoShardSampler, asks_for_several_processes
+from isam2.data.sharding import VideoShardSampler
 from isam2.errors import ISAM2Error
-from isam2.files import write_json
 from isam2.metrics.video import VideoSegmentationMetrics
-
-log = logging.getLogger(__name__)
 
 
 class VideoPredictionPairs(Dataset):
@@ -100,73 +96,3 @@ def score_videos(
         raise ISAM2Error(scorer.error)
     assert scorer.result is not None
     return scorer.result
-
-
-# ------------------------------------------------------------------ the scorer behind `python -m isam2.score`
-
-
-def make_trainer(trainer_cfg: DictConfig):
-    """The configured Lightning Trainer for scoring: no logger or checkpoints, our own sampler, ddp when >1 device."""
-    from hydra.utils import instantiate
-
-    strategy = trainer_cfg.get("strategy", "auto")
-    if strategy == "auto" and asks_for_several_processes(trainer_cfg):
-        strategy = "ddp"
-    return instantiate(
-        trainer_cfg,
-        strategy=strategy,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-
-
-def score(cfg: DictConfig) -> dict | None:
-    """Validate the predictions, score the split (DDP-exact), and on rank 0 write metrics.json and print the table."""
-    from isam2.data import open_split
-    from isam2.data.predictions import check_predictions
-    from isam2.metrics import VideoSegmentationMetrics, format_table
-    from isam2.metrics.scoring import score_videos
-
-    if cfg.pred_dir is None or str(cfg.pred_dir) == "":
-        raise ISAM2Error("set pred_dir=<folder of <video>/<frame>.png predictions>")
-    pred_dir = Path(str(cfg.pred_dir)).expanduser()
-    dataset = open_split(cfg.data, cfg.data.split)
-    check_predictions(pred_dir, dataset.videos)
-    metrics = VideoSegmentationMetrics(num_classes=int(cfg.data.num_classes), **cfg.metrics)
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # lightning vs torch 2.14 deprecation
-    trainer = make_trainer(cfg.trainer)
-    result = score_videos(
-        trainer, dataset.videos, pred_dir, metrics, num_workers=int(cfg.get("num_workers", 0))
-    )
-    if not trainer.is_global_zero:
-        return None
-
-    result |= {
-        "dataset": str(cfg.data.name),
-        "split": str(cfg.data.split),
-        "pred_dir": str(pred_dir.resolve()),
-    }
-    if result["num_invalid_pred"]:
-        log.warning(
-            "%d prediction pixels hold values outside [0, %d) other than 255; they count as misses",
-            result["num_invalid_pred"],
-            metrics.num_classes,
-        )
-    written = [write_json(Path(cfg.paths.output_dir) / "metrics.json", result)]
-    if cfg.get("output"):
-        written.append(write_json(Path(str(cfg.output)).expanduser(), result))
-    p = result["protocol"]
-    print(format_table({pred_dir.name or str(pred_dir): result}, dataset.class_names))
-    print(
-        f"\n{dataset.name}/{dataset.split}: {result['num_videos']} videos, {result['num_frames']} frames; "
-        f"mIoU over {'classes present in GT' if p['miou_classes'] == 'gt' else 'classes with a non-empty union'}; "
-        f"mVC protocol {p['vc_protocol']}"
-    )
-    print("metrics: " + ", ".join(str(w) for w in written), flush=True)
-    return result

@@ -35,8 +35,8 @@ class VideoBatch(TypedDict):
 
 @dataclass
 class PaintedVideo:
-    """One test video as painted by the head: what prediction writers and logging callbacks consume
-    (returned by `MaskletClassifier.test_step`)."""
+    """One video as painted by the head: what prediction writers and logging callbacks consume (returned by
+    `MaskletClassifier.test_step` and `validation_step`; tensors on the module's device)."""
 
     video: str
     frame_names: list[str]
@@ -44,3 +44,4 @@ class PaintedVideo:
     id_maps: torch.Tensor  # [T, H, W] int64, -1 = no masklet
     predictions: dict[str, torch.Tensor]  # method key (isam2, isam2_base, base, refiner) -> [T, H, W] uint8
     primary: str  # the method key whose maps are written and logged
+    preview: torch.Tensor | None = None  # [H, W, 3] uint8 first frame, on validation batches (overlays)

@@ -1,9 +1,8 @@
-"""MaskletClassifier: the LightningModule that trains the masklet head and paints, scores and writes videos."""
+"""MaskletClassifier: the LightningModule that trains the masklet head and paints and scores videos (no file I/O)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,16 +12,20 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.classification import MulticlassAccuracy
 
+from isam2.constants import VOID as IGNORE
 from isam2.errors import ISAM2Error
 from isam2.metrics.coverage import MaskletCoverage
+from isam2.model.batches import MaskletBatch, PaintedVideo, VideoBatch
 from isam2.model.head import MLPHead
 from isam2.segment.methods import METHOD_NAMES
 
-IGNORE = 255
 CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
 SEGMENT_DEFAULTS = {"fill": "none", "track_vote": False, "window": 32}
 FILLS = ("none", "base")
 UNTRAINED_KEY = "isam2_untrained"  # checkpoint key: why the head in it was never fitted
+SELECTION_PREFIX = (
+    "selection"  # validation logs: selection/miou etc., the split the checkpoint is selected on
+)
 
 
 def _plain(cfg: Any) -> Any:
@@ -94,31 +97,14 @@ def check_features(
     return diffs
 
 
-def save_untrained_checkpoint(model: pl.LightningModule, path: str | Path, note: str) -> Path:
-    """The head as initialised (nothing was fitted) in Lightning's checkpoint layout, so isam2.evaluate and
-    `load_from_checkpoint` take it like any other; `note` (why it is untrained) travels under UNTRAINED_KEY."""
-    from isam2.files import atomic_file
-
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        "pytorch-lightning_version": pl.__version__,
-        "epoch": 0,
-        "global_step": 0,
-        UNTRAINED_KEY: note,
-    }
-    with atomic_file(path) as f:
-        torch.save(checkpoint, f)
-    return Path(path)
-
-
 class MaskletClassifier(pl.LightningModule):
     """Classifies masklet vectors; validation and test paint whole videos and score them pixel-wise.
 
-    Train batches: dict(features [B,d], label [B] uint8/int, purity [B] f32). Validation/test batches: one
-    video, dict(video, frame_names, features [n,d], label, purity, track, frame, id_maps [T,H,W] (local
-    rows, -1 = none), gt [T,H,W] uint8, optional base [T,H,W] uint8: a base segmentor's predictions). `optimizer`/`scheduler` are Hydra
-    configs with `_partial_: true`. SAM2 is not part of this module, so checkpoints hold only the head.
+    Train batches are `MaskletBatch`es, validation/test batches one whole video each (`VideoBatch`); validation
+    and test steps return a `PaintedVideo` for the callbacks (PNG writer, logging). Feature statistics and
+    class weights are set by the caller before fitting (`set_training_statistics`); the methods that need a
+    base segmentor are scored when the test batches carry `base`. `optimizer`/`scheduler` are Hydra configs
+    with `_partial_: true`. SAM2 is not part of this module, so checkpoints hold only the head.
     """
 
     def __init__(
@@ -176,9 +162,8 @@ class MaskletClassifier(pl.LightningModule):
         # one set per method of the paper's tables; those needing a base run only when one is given
         self.test_metrics = torch.nn.ModuleDict({k: self._video_metrics() for k in METHOD_NAMES})
         self.test_coverage = torch.nn.ModuleDict({k: MaskletCoverage() for k in METHOD_NAMES})
-        self._test_methods: tuple[str, ...] = ("isam2",)
-        self.prediction_dir: Path | None = None  # set by the caller: test predictions are written there
-        self.test_results: dict[str, Any] | None = None
+        self._saw_base = False  # a test batch carried base predictions (all four methods are scored)
+        self.test_results: dict[str, Any] | None = None  # set at the end of the test epoch, on every rank
 
     def _video_metrics(self):
         from isam2.metrics import VideoSegmentationMetrics
@@ -192,11 +177,6 @@ class MaskletClassifier(pl.LightningModule):
         """Feature standardisation and class weights from the training store (kept in the checkpoint)."""
         self.head.set_statistics(mean, std)
         self.class_weights.copy_(class_weights_from_counts(label_counts, self.hparams.class_weighting))
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if stage == "fit" and hasattr(datamodule, "training_statistics"):
-            self.set_training_statistics(**datamodule.training_statistics())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_compatible(
@@ -244,7 +224,7 @@ class MaskletClassifier(pl.LightningModule):
         key = [self.hparams.seed, self.current_epoch, batch_idx, self.global_rank]
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: MaskletBatch, batch_idx: int) -> torch.Tensor:
         logits = self.masklet_logits(batch["features"])
         target = self._targets(batch["label"], batch["purity"])
         loss = self._loss(logits, target, batch["purity"])
@@ -260,7 +240,7 @@ class MaskletClassifier(pl.LightningModule):
         """The method whose maps are written and logged: I-SAM2, or I-SAM2_base with segment.fill=base."""
         return "isam2_base" if self.hparams.segment["fill"] == "base" else "isam2"
 
-    def classify_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def classify_video(self, batch: VideoBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [n,C], class per row [n]) of one video, with per-track voting when configured."""
         from isam2.segment.compose import track_vote
 
@@ -271,7 +251,7 @@ class MaskletClassifier(pl.LightningModule):
             return logits, probs.argmax(-1)
         return logits, logits.argmax(-1)
 
-    def predict_video(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def predict_video(self, batch: VideoBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits [n,C], semantic maps [T,H,W] uint8 per method key) of one video batch."""
         from isam2.segment.methods import method_predictions
 
@@ -280,51 +260,61 @@ class MaskletClassifier(pl.LightningModule):
         logits, row_class = self.classify_video(batch)
         return logits, method_predictions(row_class, batch["id_maps"], batch.get("base"))
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> dict[str, torch.Tensor]:
-        logits, preds = self.predict_video(batch)
+    def painted(self, batch: VideoBatch, predictions: dict[str, torch.Tensor]) -> PaintedVideo:
+        """What callbacks receive from a validation or test step (prediction writer, logging callbacks)."""
+        return PaintedVideo(
+            video=batch["video"],
+            frame_names=list(batch["frame_names"]),
+            gt=batch["gt"],
+            id_maps=batch["id_maps"],
+            predictions=predictions,
+            primary=self.primary_method,
+            preview=batch.get("preview"),
+        )
+
+    def _eval_loss(self, batch: VideoBatch, logits: torch.Tensor, stage: str) -> torch.Tensor:
         target = self._targets(batch["label"], batch["purity"])
         n = max(int((target != IGNORE).sum()), 1)
         self.log(f"{stage}/loss", self._loss(logits, target, batch["purity"]), batch_size=n, sync_dist=True)
-        if stage == "val":
-            if len(target):  # a video without masklets has no masklet to classify (torchmetrics needs one)
-                self.val_acc(logits, target)
-            self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
-            self.val_metrics.update(preds[self.primary_method], batch["gt"])
-        else:
-            covered = batch["id_maps"] >= 0
-            for key in self._test_methods:
-                self.test_metrics[key].update(preds[key], batch["gt"])
-                self.test_coverage[key].update(preds[key], batch["gt"], covered)
-        return preds
+        return target
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        preds = self._eval_step(batch, "val")
-        if batch_idx == 0 and "preview" in batch:
-            self._log_preview(batch, preds[self.primary_method])
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> PaintedVideo:
+        """One video of the selection split (SELECTION_PREFIX): loss, masklet accuracy, the primary map's mIoU."""
+        logits, preds = self.predict_video(batch)
+        target = self._eval_loss(batch, logits, SELECTION_PREFIX)
+        if len(target):  # a video without masklets has no masklet to classify (torchmetrics needs one)
+            self.val_acc(logits, target)
+        n = max(int((target != IGNORE).sum()), 1)
+        self.log(f"{SELECTION_PREFIX}/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
+        self.val_metrics.update(preds[self.primary_method], batch["gt"])
+        return self.painted(batch, preds)
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()  # already reduced over ranks: the same value everywhere
         self.val_metrics.reset()
         for key in ("miou", "fwiou"):
-            self.log(f"val/{key}", float(results[key]), prog_bar=key == "miou")
+            self.log(f"{SELECTION_PREFIX}/{key}", float(results[key]), prog_bar=key == "miou")
 
     def on_test_epoch_start(self) -> None:
-        # The same on every rank (a rank may get no video), so the metric syncs line up.
-        has_base = getattr(self.trainer.datamodule, "base_pred_dir", None) is not None
-        self._test_methods = tuple(METHOD_NAMES) if has_base else ("isam2",)
+        self._saw_base = False
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        preds = self._eval_step(batch, "test")
-        if self.prediction_dir is not None:
-            from isam2.data.predictions import write_prediction
-
-            frames = preds[self.primary_method].cpu().numpy()
-            for name, frame in zip(batch["frame_names"], frames):
-                write_prediction(Path(self.prediction_dir) / batch["video"] / f"{name}.png", frame)
+    def test_step(self, batch: VideoBatch, batch_idx: int) -> PaintedVideo:
+        """One test video: every method its batch allows (with a base: all four) into the test metrics."""
+        logits, preds = self.predict_video(batch)
+        self._eval_loss(batch, logits, "test")
+        covered = batch["id_maps"] >= 0
+        for key, pred in preds.items():
+            self.test_metrics[key].update(pred, batch["gt"])
+            self.test_coverage[key].update(pred, batch["gt"], covered)
+        self._saw_base = self._saw_base or "base" in batch
+        return self.painted(batch, preds)
 
     def on_test_epoch_end(self) -> None:
+        # Every rank must compute the same metrics (their syncs line up), also a rank that got no video: the
+        # methods needing a base are scored when any rank's batches carried one.
+        has_base = self.trainer.strategy.reduce_boolean_decision(self._saw_base, all=False)
         methods = {}
-        for key in self._test_methods:
+        for key in METHOD_NAMES if has_base else ("isam2",):
             methods[METHOD_NAMES[key]] = {
                 **self.test_metrics[key].compute(),
                 **self.test_coverage[key].compute(),
@@ -337,25 +327,6 @@ class MaskletClassifier(pl.LightningModule):
             value = self.test_results.get(key)
             if value is not None and np.isfinite(float(value)):
                 self.log(f"test/{key}", float(value))
-
-    def _log_preview(self, batch: Mapping[str, Any], pred: torch.Tensor) -> None:
-        """First frame of the first validation video with predicted and GT masks (wandb only, rank zero)."""
-        from lightning.pytorch.loggers import WandbLogger
-
-        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or self.global_rank != 0 or self.trainer.sanity_checking:
-            return
-        import wandb
-
-        image = wandb.Image(
-            batch["preview"].cpu().numpy(),
-            masks={
-                "prediction": {"mask_data": pred[0].cpu().numpy()},
-                "ground_truth": {"mask_data": batch["gt"][0].cpu().numpy()},
-            },
-            caption=str(batch["video"]),
-        )
-        loggers[0].experiment.log({"val/preview": image, "trainer/global_step": self.global_step})
 
     # ---- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -135,7 +135,7 @@ def compose(config: str, overrides: list[str], output_dir: Path):
 )
 def test_evaluate_refuses_a_head_trained_on_other_features(shared, head, tmp_path, override, key):
     from isam2.errors import ISAM2Error
-    from isam2.model.runner import evaluate
+    from isam2.pipelines.evaluate import run as evaluate
 
     if override == "sam2.checkpoint=CKPT":  # a file of another SAM2 checkpoint: refused by its sha256 alone
         (tmp_path / "other_sam2.pt").write_bytes(b"another SAM2 checkpoint")
@@ -254,7 +254,7 @@ def test_a_checkpoint_with_a_pickled_payload_is_refused_not_run(shared, head, tm
         protected=[shared / "stores"],
     )
     from isam2.errors import ISAM2Error
-    from isam2.model.runner import train
+    from isam2.pipelines.train import run as train
 
     overrides = [o for o in tiny_overrides(tmp_path / "train", shared) if not o.startswith("logger=")]
     with pytest.raises(ISAM2Error, match="pickled objects"):  # resuming from it
