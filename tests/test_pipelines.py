@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from isam2.data.datamodule import StoreDataModule, held_out_videos
 from isam2.errors import ConfigError, ISAM2Error
 
-from .train_helpers import REPO, TINY_DATA, run_cli, tiny_dataset, tiny_overrides, toy_store
+from .train_helpers import REPO, run_cli, tiny_dataset, tiny_overrides, toy_store
 
 
 def _compose(name: str, overrides: list[str] | None = None):
@@ -40,7 +40,7 @@ def test_held_out_videos_are_a_seeded_fraction_with_at_least_one_left_to_train()
 def test_selection_split_roles_of_both_modes(tmp_path):
     from isam2.pipelines.train import selection_split
 
-    data = [f"data.root={tmp_path}/data", *(f"data.generate.{k}={v}" for k, v in vars(TINY_DATA).items())]
+    data = [o for o in tiny_overrides(tmp_path) if o.startswith("data.")]
     roles, videos, record = selection_split(_compose("train", data))
     train_ids = [v.id for v in tiny_dataset(tmp_path / "data", "train").videos]
     assert roles == {"train": "train", "val": "train", "test": "test"}
@@ -133,6 +133,7 @@ def test_refine_and_score_default_to_the_data_base_predictions(tmp_path):
     metrics = json.loads((tmp_path / "refine" / "metrics.json").read_text())
     assert "speed:" in refined.stdout and metrics["refined"]["miou"] > metrics["base"]["miou"]
     assert "SAM2-refiner" in (tmp_path / "refine" / "refine.log").read_text()  # the table, in the log too
-    run_cli("isam2.score", [*overrides, f"hydra.run.dir={tmp_path}/score"])
+    data_only = [o for o in overrides if o.startswith(("data.", "paths."))]  # score has no sam2
+    run_cli("isam2.score", [*data_only, f"hydra.run.dir={tmp_path}/score"])
     scored = json.loads((tmp_path / "score" / "metrics.json").read_text())
     assert Path(scored["pred_dir"]) == base.resolve() and scored["miou"] == metrics["base"]["miou"]
