@@ -84,6 +84,7 @@ def test_a_store_target_beyond_the_class_count_names_the_setting(tmp_path, data_
         "callbacks.rich_progress_bar=null",
         "trainer.max_epochs=1",
         "data.num_classes=5",
+        "data.selection.mode=paper_val",  # one training video: none to hold out for selection
     ]
     assert_refused("isam2.train", args, ["data.num_classes=5", "stores"], protected=[data_root])
     assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))
