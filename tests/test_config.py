@@ -168,3 +168,56 @@ def test_head_optuna_search_composes_over_the_head_settings():
         "model.head.dropout",
         "model.label_smoothing",
     }
+
+
+# ---- the config tree printed and saved at the start of a run ----
+
+
+def _branches(text: str) -> dict[str, str]:
+    """{top-level key: the text of its branch} of a printed config tree, in printed order."""
+    branches: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(("├── ", "└── ")):
+            key = line[4:].strip()
+            branches[key] = ""
+        elif branches:
+            branches[key] += line + "\n"
+    return branches
+
+
+def test_config_tree_prints_and_saves_every_key_resolved_where_it_can(tmp_path, capsys, monkeypatch):
+    from isam2.config_tree import FIELDS, TREE_FILE, print_config_tree
+
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = _compose("train", ["trainer.max_epochs=7"])  # paths.output_dir is ${hydra:...}: no run here
+    print_config_tree(cfg, save_to=tmp_path / "run")
+    printed = capsys.readouterr().out
+    saved = (tmp_path / "run" / TREE_FILE).read_text()
+    assert "\x1b[" not in saved, "the saved tree has no colour codes"
+    for text in (printed, saved):
+        branches = _branches(text)
+        assert list(branches)[: len(FIELDS)] == list(FIELDS) and sorted(branches) == sorted(map(str, cfg))
+    branches = _branches(saved)
+    assert "T_max: 7" in branches["model"], "interpolations (T_max: ${trainer.max_epochs}) are resolved"
+    assert "${hydra:runtime.output_dir}" in branches["paths"], "unresolvable here: shown as written"
+
+
+def test_config_tree_only_on_rank_zero(tmp_path, capsys, monkeypatch):
+    from isam2.config_tree import print_config_tree
+
+    monkeypatch.setenv("RANK", "1")
+    print_config_tree(_compose("train", []), save_to=tmp_path)
+    assert capsys.readouterr().out == "" and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("config", ENTRY_POINTS)
+def test_logs_are_coloured_on_the_console_and_plain_in_the_task_log(config):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(config, overrides=["hydra.runtime.output_dir=/tmp/run"], return_hydra_config=True)
+    logging = cfg.hydra.job_logging
+    assert cfg.hydra.runtime.choices["hydra/job_logging"] == "colorlog"
+    assert cfg.hydra.runtime.choices["hydra/hydra_logging"] == "colorlog"
+    assert logging.formatters[logging.handlers.console.formatter]["()"] == "colorlog.ColoredFormatter"
+    assert logging.handlers.file.formatter == "simple" and set(logging.root.handlers) == {"console", "file"}
+    assert logging.handlers.file.filename == f"/tmp/run/{config}.log"
