@@ -153,3 +153,7 @@ def test_debug_configs_run_and_do_what_they_say(debug_runs):
     # overfit: the same 3 batches every epoch (needs the data module's `shuffle` setting)
     assert proc.returncode == 0, f"debug=overfit failed:\n{proc.stderr[-5000:]}"
     assert _global_step(jobs["overfit"] / "checkpoints" / "last.ckpt") == 2 * 3
+    # every run prints its config tree at the start and keeps it (isam2.cli.hydra_entry -> print_config_tree)
+    for job in jobs.values():
+        assert (job / "config_tree.log").read_text().startswith("CONFIG"), f"{job}: no config_tree.log"
+    assert "fast_dev_run: true" in (jobs["fdr"] / "config_tree.log").read_text()
