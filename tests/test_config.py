@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "trainer", "logger", "callbacks", "datamodule", "data/augment", "data", "sam2", "masklets")
@@ -89,3 +89,135 @@ def test_every_entry_point_config_composes_and_resolves(config):
 
 def test_entry_points_are_the_documented_five():
     assert set(ENTRY_POINTS) == {"train", "evaluate", "extract", "score", "refine"}
+
+
+# ---- debug=, hparams_search= and the SLURM launcher (lightning-hydra-template's groups) ----
+
+OPTIONAL_GROUPS = ("debug", "hparams_search")
+
+
+def group_override(group: str, option: str, config: str = "train") -> str:
+    """`group=option` when conf/<config>.yaml's defaults list has a `group` entry (`- optional debug: null`),
+    else `+group=option` (appended): the same composition either way."""
+    defaults = OmegaConf.load(CONF / f"{config}.yaml").get("defaults", [])
+    listed = {
+        key.removeprefix("optional ").strip()
+        for entry in defaults
+        if isinstance(entry, DictConfig)
+        for key in entry
+    }
+    return f"{group}={option}" if group in listed else f"+{group}={option}"
+
+
+def test_optional_groups_are_last_in_the_train_defaults_when_listed():
+    """debug must come after experiment (it overrides an experiment's trainer), hparams_search after it too."""
+    names = []
+    for entry in OmegaConf.load(CONF / "train.yaml").defaults:
+        names.append(entry if isinstance(entry, str) else next(iter(entry)).removeprefix("optional ").strip())
+    listed = [g for g in OPTIONAL_GROUPS if g in names]
+    for group in listed:
+        assert names.index(group) > names.index("experiment"), f"{group} must follow experiment in train.yaml"
+    if "debug" in names:
+        assert names[-1] == "debug", "debug must be the last entry of train.yaml's defaults"
+
+
+@pytest.mark.parametrize("option", _options("debug"))
+def test_every_debug_config_composes_one_cpu_process_and_no_logger(option):
+    cfg = _compose(
+        "train",
+        [group_override("debug", option), "experiment=vspw_isam2", "trainer=ddp", "paths.output_dir=/tmp/x"],
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    trainer = resolved["trainer"]
+    # the debug config wins over the experiment and the trainer group: one CPU process, anomaly detection
+    assert (trainer["accelerator"], trainer["devices"], trainer["num_nodes"]) == ("cpu", 1, 1)
+    assert trainer["strategy"] == "auto" and trainer["detect_anomaly"] is True
+    assert resolved["task_name"] == "debug" and not resolved.get("logger")
+    assert resolved["datamodule"]["num_workers"] == 0
+
+
+def test_debug_configs_set_what_they_name():
+    def trainer(option: str) -> dict:
+        return OmegaConf.to_container(_compose("train", [group_override("debug", option)]).trainer)
+
+    assert trainer("fdr")["fast_dev_run"] is True
+    limit = trainer("limit")
+    assert all(isinstance(limit[f"limit_{s}_batches"], int) for s in ("train", "val", "test"))
+    assert trainer("overfit")["limit_train_batches"] == 3
+    assert _compose("train", [group_override("debug", "overfit")]).datamodule.shuffle is False
+    profiler = instantiate(
+        _compose("train", [group_override("debug", "profiler"), "paths.output_dir=/tmp/x"]).trainer.profiler
+    )
+    assert type(profiler).__name__ == "SimpleProfiler"
+
+
+def test_head_optuna_search_composes_over_the_head_settings():
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=[group_override("hparams_search", "head_optuna")], return_hydra_config=True
+        )
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert cfg.hydra.mode.name == "MULTIRUN" and sweeper.n_trials >= 2 and sweeper.sampler.seed is not None
+    assert isinstance(cfg.optimized_metric, str) and cfg.optimized_metric
+    for key in sweeper.params:  # every searched key is a setting of the composed config
+        assert OmegaConf.select(cfg, key, default=None) is not None, key
+    assert set(sweeper.params) == {
+        "model.optimizer.lr",
+        "model.head.hidden_dim",
+        "model.head.dropout",
+        "model.label_smoothing",
+    }
+
+
+# ---- the config tree printed and saved at the start of a run ----
+
+
+def _branches(text: str) -> dict[str, str]:
+    """{top-level key: the text of its branch} of a printed config tree, in printed order."""
+    branches: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(("├── ", "└── ")):
+            key = line[4:].strip()
+            branches[key] = ""
+        elif branches:
+            branches[key] += line + "\n"
+    return branches
+
+
+def test_config_tree_prints_and_saves_every_key_resolved_where_it_can(tmp_path, capsys, monkeypatch):
+    from isam2.config_tree import FIELDS, TREE_FILE, print_config_tree
+
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    cfg = _compose("train", ["trainer.max_epochs=7"])  # paths.output_dir is ${hydra:...}: no run here
+    print_config_tree(cfg, save_to=tmp_path / "run")
+    printed = capsys.readouterr().out
+    saved = (tmp_path / "run" / TREE_FILE).read_text()
+    assert "\x1b[" not in saved, "the saved tree has no colour codes"
+    for text in (printed, saved):
+        branches = _branches(text)
+        assert list(branches)[: len(FIELDS)] == list(FIELDS) and sorted(branches) == sorted(map(str, cfg))
+    branches = _branches(saved)
+    assert "T_max: 7" in branches["model"], "interpolations (T_max: ${trainer.max_epochs}) are resolved"
+    assert "${hydra:runtime.output_dir}" in branches["paths"], "unresolvable here: shown as written"
+
+
+def test_config_tree_only_on_rank_zero(tmp_path, capsys, monkeypatch):
+    from isam2.config_tree import print_config_tree
+
+    monkeypatch.setenv("RANK", "1")
+    print_config_tree(_compose("train", []), save_to=tmp_path)
+    assert capsys.readouterr().out == "" and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("config", ENTRY_POINTS)
+def test_logs_are_coloured_on_the_console_and_plain_in_the_task_log(config):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(config, overrides=["hydra.runtime.output_dir=/tmp/run"], return_hydra_config=True)
+    logging = cfg.hydra.job_logging
+    assert cfg.hydra.runtime.choices["hydra/job_logging"] == "colorlog"
+    assert cfg.hydra.runtime.choices["hydra/hydra_logging"] == "colorlog"
+    assert logging.formatters[logging.handlers.console.formatter]["()"] == "colorlog.ColoredFormatter"
+    assert logging.handlers.file.formatter == "simple" and set(logging.root.handlers) == {"console", "file"}
+    assert logging.handlers.file.filename == f"/tmp/run/{config}.log"
