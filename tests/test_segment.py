@@ -144,4 +144,28 @@ def test_track_vote_matches_brute_force_on_random_tracks():
         got = refine(
             torch.from_numpy(base), torch.from_numpy(id_maps), "track", torch.from_numpy(row_track), window
         )
-        np.testing.assert_array_equal(got.numpy(), _track_refine_brute_force(base, id_maps, row_track, window))
+        np.testing.assert_array_equal(
+            got.numpy(), _track_refine_brute_force(base, id_maps, row_track, window)
+        )
+
+
+def test_refine_video_reads_a_stores_id_maps_and_tracks(tmp_path):
+    """A toy store's second video (rows not starting at 0) refined by both votes equals the brute force."""
+    from isam2.data.synthetic import noisy_video
+    from isam2.segment.refine import refine_video
+    from tests.train_helpers import tiny_dataset, toy_store
+
+    dataset = tiny_dataset(tmp_path / "data", "val")
+    store = toy_store(tmp_path / "store", dataset)
+    video = dataset.videos[1]
+    rows = store.rows(video.id)
+    assert rows.start > 0
+    base = noisy_video(video.load_masks(), np.random.default_rng(0), np.arange(1, 11, dtype=np.uint8))
+    ids = store.id_maps(video.id)
+    for vote in ("frame", "track"):
+        got = refine_video(torch.from_numpy(base), store, video.id, vote, window=2).numpy()
+        if vote == "frame":
+            want = _refine_brute_force(base, ids)
+        else:
+            want = _track_refine_brute_force(base, ids, np.asarray(store.track), 2)
+        np.testing.assert_array_equal(got, want)

@@ -87,7 +87,7 @@ def refine(
 
 
 def refine_video(
-    base: torch.Tensor, store: MaskletStore, video_id: str, vote: str = "frame", window: int = 1
+    base: torch.Tensor, store: MaskletStore, video_id: str, vote: str, window: int
 ) -> torch.Tensor:
     """`refine` of one video of a masklet store (its id maps and, for vote="track", its rows' track ids).
 
@@ -95,5 +95,5 @@ def refine_video(
     rows = store.rows(video_id)
     global_rows = torch.from_numpy(store.id_maps(video_id))
     local = torch.where(global_rows >= 0, global_rows - rows.start, -1)  # rows of this video count from 0
-    row_track = torch.from_numpy(np.asarray(store.track[rows], dtype=np.int64)) if vote == "track" else None
+    row_track = torch.from_numpy(np.array(store.track[rows], dtype=np.int64)) if vote == "track" else None
     return refine(base, local, vote=vote, row_track=row_track, window=window)
