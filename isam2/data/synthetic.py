@@ -13,6 +13,7 @@ such a set (`synthetic_settings`) is ever replaced, and only with force=true: an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -248,14 +249,30 @@ def write_base_predictions(root: str | Path, seed: int) -> Path:
         for stream, split in enumerate(SPLITS):
             write_noisy_base(VSPW(root, split), tmp, seed, stream)
         (tmp / BASE_STAMP).write_text(json.dumps({"noise": NOISE_VERSION, "seed": seed}))
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{BASE_PREDICTIONS}.", suffix=".old", dir=root))
-            os.replace(target, old / BASE_PREDICTIONS)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
+        _install_base_predictions(tmp, target, seed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _install_base_predictions(new: Path, target: Path, seed: int) -> None:
+    """Rename `new` onto `target`; a stale `target` is first renamed aside and deleted. Two processes may
+    rebuild at once (data-parallel ranks): whoever loses the race finds the same bytes installed and stops."""
+    try:
+        os.replace(new, target)  # onto a missing folder
+        return
+    except OSError:
+        if base_predictions_current(target.parent, seed):
+            return
+    old = Path(tempfile.mkdtemp(prefix=f".{BASE_PREDICTIONS}.", suffix=".old", dir=target.parent))
+    with contextlib.suppress(FileNotFoundError):  # another process moved it aside already
+        os.replace(target, old / BASE_PREDICTIONS)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if not base_predictions_current(target.parent, seed):
+            raise
 
 
 def base_predictions_current(root: str | Path, seed: int) -> bool:
