@@ -189,7 +189,7 @@ def noisy_video(gt: np.ndarray, rng: np.random.Generator, partners: np.ndarray) 
     The errors are those of a real segmentor, each fixed by a different remedy:
     - boundaries: about half the classes of a video are dilated by ~1.5% of the image side, so their
       neighbours are eroded (the refiner's masklets restore the edge);
-    - wrong blobs: two ellipses per frame relabelled to another class of the video (a masklet outvotes them);
+    - wrong blobs: two ellipses per frame relabelled to a random class of the video (a masklet outvotes them);
     - systematic confusions: in half the videos one class is predicted as its partner (`confusion_partners`)
       on all its pixels for a contiguous run of about a third of the frames (a per-frame vote keeps the
       error; a per-track vote fixes it; a fusion can learn the pair);
