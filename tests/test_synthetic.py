@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -189,3 +190,68 @@ def test_a_set_made_before_the_marker_is_recognised_by_its_layout(tmp_path):
     with pytest.raises(ISAM2Error, match="refusing"):
         generate(foreign, SMALL, force=True)
     assert (foreign / "synthetic.json").is_file()
+
+
+def _base_maps(root, split):
+    """(gt, base) train-id arrays of every video of a split, read with plain file reads."""
+    from isam2.data.labels import vspw_to_train
+
+    out = []
+    for vid in (root / f"{split}.txt").read_text().split():
+        stems = sorted(p.stem for p in (root / "data" / vid / "mask").glob("*.png"))
+        gt = np.stack(
+            [vspw_to_train(np.asarray(Image.open(root / "data" / vid / "mask" / f"{s}.png"))) for s in stems]
+        )
+        base = np.stack([np.asarray(Image.open(root / "base_predictions" / vid / f"{s}.png")) for s in stems])
+        out.append((gt, base))
+    return out
+
+
+def _miou(pairs):
+    p = np.concatenate([b.ravel() for _, b in pairs]).astype(int)
+    g = np.concatenate([gt.ravel() for gt, _ in pairs]).astype(int)
+    p, g = p[g != 255], g[g != 255]
+    return np.mean([np.sum((p == c) & (g == c)) / np.sum((p == c) | (g == c)) for c in np.unique(g)])
+
+
+def test_base_predictions_cover_every_frame_and_err_like_a_segmentor(tmp_path):
+    """Every split, every frame, uint8 train ids, never void; the errors are of the promised kinds: a
+    per-class majority vote (the refiner with perfect masklets) gains, some classes are mistaken for their
+    fixed partner on whole frames, so a per-frame vote cannot fix everything."""
+    from isam2.data.synthetic import confusion_partners
+
+    cfg = SyntheticConfig(
+        num_train=4, num_val=4, num_test=4, min_frames=6, max_frames=9, height=48, width=64, seed=1
+    )
+    root = generate(tmp_path / "syn", cfg)
+    pairs = [pair for split in ("train", "val", "test") for pair in _base_maps(root, split)]
+    assert len(pairs) == 12
+    partners = confusion_partners(cfg.seed)
+    whole_frame_confusions = 0
+    voted = []
+    for gt, base in pairs:
+        assert base.dtype == np.uint8 and base.shape == gt.shape and 255 not in base
+        assert base.max() < 10  # the set's own classes
+        refined = base.copy()
+        for t in range(len(gt)):
+            for c in np.unique(gt[t][gt[t] != 255]):
+                region = gt[t] == c
+                refined[t][region] = np.bincount(base[t][region]).argmax()
+                whole_frame_confusions += bool(np.all(base[t][region] == partners[c]))
+        voted.append((gt, refined))
+    assert 0.3 < _miou(pairs) < 0.95
+    assert _miou(voted) > _miou(pairs) + 0.05
+    assert whole_frame_confusions > 0
+
+
+def test_base_predictions_are_rebuilt_when_missing_or_stale(tmp_path):
+    root = ensure_synthetic(tmp_path / "s", SMALL)
+    before = _digest(root)
+    shutil.rmtree(root / "base_predictions")  # a set made before base predictions existed
+    ensure_synthetic(root, SMALL)
+    assert _digest(root) == before
+    stamp = root / "base_predictions" / ".isam2-base.json"
+    stamp.write_text(json.dumps({"noise": -1, "seed": SMALL.seed}))  # written by an older noise model
+    ensure_synthetic(root, SMALL)
+    assert _digest(root) == before
+    assert not [p for p in root.iterdir() if p.name.startswith(".base_predictions")]  # no temporary left

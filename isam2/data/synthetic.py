@@ -3,6 +3,9 @@
 `python -m isam2.data.synthetic root=<dir> [num_train=12 height=240 ... force=true]` writes it; `ensure_synthetic`
 writes it on first use. Values are raw VSPW ids, so every reader path is the one real data takes.
 
+With the set comes a noisy base segmentor's predictions for every split, `<root>/base_predictions/<video>/
+<frame>.png` (uint8 train ids; see `noisy_video`): the input of the refiner (Eq. 1-2) and of learned fusions.
+
 A set is built in a hidden temporary sibling and renamed into place, so a killed generation leaves no
 half set at `root`. It carries MARKER (what made it, with which settings); only a folder recognised as
 such a set (`synthetic_settings`) is ever replaced, and only with force=true: any other folder is refused.
@@ -10,6 +13,7 @@ such a set (`synthetic_settings`) is ever replaced, and only with force=true: an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,11 +21,15 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from isam2.errors import ConfigError, user_errors_exit
+
+if TYPE_CHECKING:
+    from isam2.data.datasets import VideoDataset
 
 # (name, raw VSPW id, base RGB, texture). Raw ids 1..10 -> train ids 0..9.
 STUFF = [
@@ -43,6 +51,9 @@ SPLITS = ("train", "val", "test")
 MARKER = ".isam2-synthetic.json"  # {"made_by": MADE_BY, "settings": SyntheticConfig as a dict}
 MADE_BY = "isam2.data.synthetic"
 LEGACY_STAMP = "synthetic.json"  # the settings file of sets made before MARKER existed
+BASE_PREDICTIONS = "base_predictions"
+BASE_STAMP = ".isam2-base.json"  # {"noise": NOISE_VERSION, "seed": ...}: which noise model wrote the folder
+NOISE_VERSION = 1  # bump when noisy_video changes, so existing sets rebuild their base predictions
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,151 @@ def _video(rng: np.random.Generator, n_frames: int, h: int, w: int) -> tuple[np.
     return frames, masks
 
 
+def confusion_partners(seed: int, num_classes: int = len(STUFF) + len(THINGS)) -> np.ndarray:
+    """The base segmentor's systematic confusions: class c is mistaken for partners[c] (train ids of the
+    set's classes, never c itself), fixed for a seed, so a learned fusion can learn them."""
+    rng = np.random.default_rng([seed, 0xC0F])
+    shift = rng.integers(1, num_classes, size=num_classes)  # in 1..n-1: a partner is always another class
+    return ((np.arange(num_classes) + shift) % num_classes).astype(np.uint8)
+
+
+def _shifted(a: np.ndarray, dy: int, dx: int, pad) -> np.ndarray:
+    """`a` moved by (dy, dx): out[y, x] = a[y - dy, x - dx], `pad` where that falls outside."""
+    h, w = a.shape
+    out = np.full_like(a, pad)
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = a[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of [H,W] by a (2r+1)^2 square, separably: rows, then columns."""
+    rows = mask.copy()
+    for d in range(1, radius + 1):
+        rows |= _shifted(mask, 0, d, False) | _shifted(mask, 0, -d, False)
+    out = rows.copy()
+    for d in range(1, radius + 1):
+        out |= _shifted(rows, d, 0, False) | _shifted(rows, -d, 0, False)
+    return out
+
+
+def _fill_void(labels: np.ndarray, fallback: int) -> np.ndarray:
+    """A segmentor predicts everywhere: void (255) takes the class of the nearest non-void pixel of its row
+    (`fallback` in an all-void row)."""
+    h, w = labels.shape
+    valid = labels != 255
+    cols = np.broadcast_to(np.arange(w), (h, w))
+    left = np.maximum.accumulate(np.where(valid, cols, -1), axis=1)  # last valid column at or before x
+    right = np.minimum.accumulate(np.where(valid, cols, w)[:, ::-1], axis=1)[:, ::-1]  # first at or after x
+    use_left = (left >= 0) & ((right >= w) | (cols - left <= right - cols))
+    source = np.where(use_left, left, right)
+    rows = np.broadcast_to(np.arange(h)[:, None], (h, w))
+    out = np.where(source < w, labels[rows, source.clip(0, w - 1)], fallback)
+    return np.where(valid, labels, out).astype(labels.dtype)
+
+
+def noisy_video(gt: np.ndarray, rng: np.random.Generator, partners: np.ndarray) -> np.ndarray:
+    """A base segmentor's predictions [T,H,W] uint8 of one video, made from its ground truth (train ids).
+
+    The errors are those of a real segmentor, each fixed by a different remedy:
+    - boundaries: about half the classes of a video are dilated by ~1.5% of the image side, so their
+      neighbours are eroded (the refiner's masklets restore the edge);
+    - wrong blobs: two ellipses per frame relabelled to a random class of the video (a masklet outvotes them);
+    - systematic confusions: in half the videos one class is predicted as its partner (`confusion_partners`)
+      on all its pixels for a contiguous run of about a third of the frames (a per-frame vote keeps the
+      error; a per-track vote fixes it; a fusion can learn the pair);
+    - void is predicted as a neighbouring class, never left as 255.
+    """
+    t_len, h, w = gt.shape
+    present = np.unique(gt[gt != 255])
+    classes = present if present.size else np.zeros(1, np.uint8)
+    radius = max(1, round(0.015 * min(h, w)))
+    grown = [c for c in classes if rng.random() < 0.5]
+    confused = None
+    if rng.random() < 0.5:
+        candidates = [c for c in classes if c < len(partners)]
+        if candidates:
+            run = max(1, round(t_len * rng.uniform(0.25, 0.4)))
+            start = int(rng.integers(0, t_len - run + 1))
+            confused = (int(rng.choice(candidates)), start, start + run)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = np.empty_like(gt)
+    for t in range(t_len):
+        frame = _fill_void(gt[t], int(classes[0]))
+        for c in grown:
+            frame[_dilate(gt[t] == c, radius)] = c
+        if confused is not None and confused[1] <= t < confused[2]:
+            frame[gt[t] == confused[0]] = partners[confused[0]]
+        for _ in range(2):
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            ry, rx = rng.uniform(0.04, 0.12) * h, rng.uniform(0.04, 0.12) * w
+            frame[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1] = rng.choice(classes)
+        out[t] = frame
+    return out
+
+
+def write_noisy_base(dataset: VideoDataset, out_dir: str | Path, seed: int = 0, stream: int = 0) -> Path:
+    """Write `<out_dir>/<video>/<frame>.png`: `noisy_video` of every video of `dataset` (train ids).
+    Video v draws from its own generator (seed, stream, v), so a video's noise does not depend on the others."""
+    out_dir = Path(out_dir)
+    partners = confusion_partners(seed)
+    for v, video in enumerate(dataset):
+        noisy = noisy_video(video.load_masks(), np.random.default_rng([seed, stream, v]), partners)
+        (out_dir / video.id).mkdir(parents=True, exist_ok=True)
+        for name, frame in zip(video.frame_names, noisy, strict=True):
+            Image.fromarray(frame).save(out_dir / video.id / f"{name}.png")
+    return out_dir
+
+
+def write_base_predictions(root: str | Path, seed: int) -> Path:
+    """Write `<root>/base_predictions/<video>/<frame>.png` for every video of every split of the set at
+    `root`, from its masks; deterministic for (set, seed). Built in a hidden sibling folder and renamed
+    into place."""
+    from isam2.data.datasets import VSPW
+
+    root = Path(root)
+    target = root / BASE_PREDICTIONS
+    tmp = Path(tempfile.mkdtemp(prefix=f".{BASE_PREDICTIONS}.", suffix=".tmp", dir=root))
+    try:
+        for stream, split in enumerate(SPLITS):
+            write_noisy_base(VSPW(root, split), tmp, seed, stream)
+        (tmp / BASE_STAMP).write_text(json.dumps({"noise": NOISE_VERSION, "seed": seed}))
+        _install_base_predictions(tmp, target, seed)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _install_base_predictions(new: Path, target: Path, seed: int) -> None:
+    """Rename `new` onto `target`; a stale `target` is first renamed aside and deleted. Two processes may
+    rebuild at once (data-parallel ranks): whoever loses the race finds the same bytes installed and stops."""
+    try:
+        os.replace(new, target)  # onto a missing folder
+        return
+    except OSError:
+        if base_predictions_current(target.parent, seed):
+            return
+    old = Path(tempfile.mkdtemp(prefix=f".{BASE_PREDICTIONS}.", suffix=".old", dir=target.parent))
+    with contextlib.suppress(FileNotFoundError):  # another process moved it aside already
+        os.replace(target, old / BASE_PREDICTIONS)
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if not base_predictions_current(target.parent, seed):
+            raise
+
+
+def base_predictions_current(root: str | Path, seed: int) -> bool:
+    """Whether `<root>/base_predictions` was written by this noise model for this seed."""
+    try:
+        stamp = json.loads((Path(root) / BASE_PREDICTIONS / BASE_STAMP).read_text())
+    except (OSError, ValueError):
+        return False
+    return stamp == {"noise": NOISE_VERSION, "seed": seed}
+
+
 def class_names() -> dict[str, int]:
     """The set's `label_num_dic_final.json`: class name -> raw VSPW id."""
     return {"others": 0} | {name: raw for name, raw, *_ in STUFF + THINGS}
@@ -210,6 +366,7 @@ def generate(root: str | Path, cfg: SyntheticConfig = SyntheticConfig(), force: 
                     Image.fromarray(masks[t]).save(tmp / "data" / vid / "mask" / f"{name}.png")
             (tmp / f"{split}.txt").write_text("".join(f"{v}\n" for v in ids))
         (tmp / "label_num_dic_final.json").write_text(json.dumps(class_names(), indent=1))
+        write_base_predictions(tmp, cfg.seed)
         (tmp / MARKER).write_text(json.dumps({"made_by": MADE_BY, "settings": asdict(cfg)}, indent=1))
         _swap_in(tmp, root)
     finally:
@@ -231,7 +388,7 @@ def _swap_in(new: Path, root: Path) -> None:
 
 def ensure_synthetic(root: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> Path:
     """Generate the set on first use (missing or empty root). An existing synthetic set is used as it is,
-    never overwritten (regenerate it with `python -m isam2.data.synthetic root=<root> force=true`)."""
+    its base predictions (re)written when missing or made by another noise model; the set is never overwritten (regenerate it with `python -m isam2.data.synthetic root=<root> force=true`)."""
     root = Path(root).expanduser()
     settings = synthetic_settings(root)
     if settings is not None:
@@ -241,6 +398,10 @@ def ensure_synthetic(root: str | Path, cfg: SyntheticConfig = SyntheticConfig())
                 file=sys.stderr,
                 flush=True,
             )
+        seed = int(settings.get("seed", 0))
+        if not base_predictions_current(root, seed):  # a set made before them, or by an older noise model
+            print(f"writing the base predictions of {root} ...", file=sys.stderr, flush=True)
+            write_base_predictions(root, seed)
         return root
     if root.exists():
         _check_replaceable(root, cfg, force=False)  # refuses anything but an empty folder

@@ -1,14 +1,61 @@
-"""Tables of metrics in the paper's layout: percent with one decimal, one row per method."""
+"""Results in the paper's language: its five columns (Tables 1 and 3) in percent with one decimal, the protocol named."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 MAIN_COLUMNS = (("mIoU", "miou"), ("WIoU", "fwiou"), ("mBIoU", "mbiou"))
+# Tables 1 and 3 of the paper, in its order; Tables 4-7 drop mBIoU, Table 2 drops WIoU (our files keep all five).
+PAPER_COLUMNS = (*MAIN_COLUMNS, ("mVC8", "mvc8"), ("mVC16", "mvc16"))
+_VC_PROTOCOLS = {
+    "cffm": "mVC as the CFFM/MRCFA/TV3S scripts compute it (the published numbers)",
+    "vspw": "mVC as the VSPW toolkit computes it",
+    "paper": "mVC as Eq. 4 is printed",
+}
+_CLASS_SETS = {
+    "gt": "mIoU over classes present in GT (VSPW/CFFM)",
+    "union": "mIoU over non-empty unions (mmseg)",
+}
+
+
+def paper_percent(value: float | None) -> float | None:
+    """A fraction as the paper prints it: percent rounded to one decimal (None stays None)."""
+    return None if value is None else round(100 * float(value), 1)
 
 
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+    percent = paper_percent(value)
+    return "-" if percent is None else f"{percent:.1f}"
+
+
+def protocol_name(protocol: Mapping[str, Any] | None) -> str:
+    """One line naming the metric protocol variant of a result (`results["protocol"]`, docs/metrics.md)."""
+    if not protocol:
+        return "protocol not recorded"
+    classes = protocol.get("miou_classes")
+    vc = protocol.get("vc_protocol")
+    width = protocol.get("boundary_width")
+    return "; ".join(
+        [
+            _CLASS_SETS.get(classes, f"miou_classes={classes}"),
+            _VC_PROTOCOLS.get(vc, f"vc_protocol={vc}"),
+            f"mBIoU band {width}x{width} (Eq. 5 corrected: boundary pixels, docs/metrics.md)",
+        ]
+    )
+
+
+def paper_columns(results: Mapping[str, Any], protocol: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{"columns": {mIoU, WIoU, mBIoU, mVC8, mVC16 -> percent, one decimal, or None}, "protocol": "..."}.
+
+    `results` is one method's metrics (VideoSegmentationMetrics.compute()); `protocol` defaults to the one it
+    records. These are the numbers to set beside the paper's Tables 1 and 3."""
+    protocol = results.get("protocol") if protocol is None else protocol
+    return {
+        "columns": {title: paper_percent(results.get(key)) for title, key in PAPER_COLUMNS},
+        "protocol": protocol_name(protocol),
+    }
 
 
 def _grid(header: list[str], body: list[list[str]]) -> str:
@@ -20,8 +67,8 @@ def _grid(header: list[str], body: list[list[str]]) -> str:
 def format_table(rows: dict[str, dict], class_names: list[str] | None = None) -> str:
     """The paper's columns (mIoU, WIoU, mBIoU, mVC8, mVC16, ...) in percent, one row per method name.
 
-    With `class_names`, a per-class IoU table follows (classes with an IoU for at least one method).
-    Missing values (None) print as "-".
+    A last line names the protocol (when the rows record one). With `class_names`, a per-class IoU table
+    follows (classes with an IoU for at least one method). Missing values (None) print as "-".
     """
     lengths = sorted(
         {int(m.group(1)) for r in rows.values() for k in r if (m := re.fullmatch(r"mvc(\d+)", k))}
@@ -29,6 +76,8 @@ def format_table(rows: dict[str, dict], class_names: list[str] | None = None) ->
     columns = [*MAIN_COLUMNS, *((f"mVC{n}", f"mvc{n}") for n in lengths)]
     body = [[name, *(_pct(r.get(key)) for _, key in columns)] for name, r in rows.items()]
     text = _grid(["Method", *(title for title, _ in columns)], body)
+    protocols = {protocol_name(r["protocol"]) for r in rows.values() if r.get("protocol")}
+    text += "".join(f"\nprotocol: {p}" for p in sorted(protocols))
     if class_names is not None:
         per_class = {name: r.get("per_class_iou") or [] for name, r in rows.items()}
         lines = []
