@@ -545,8 +545,11 @@ class ConcatRows:
     def filename(self) -> str:
         return " + ".join(self.names)
 
-    def __getitem__(self, rows: Any) -> np.ndarray:
-        return np.concatenate([np.asarray(p[rows]) for p in self.parts], axis=-1)
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, tuple):  # [rows, columns]: the rows of every part, then the columns
+            rows, *rest = index
+            return self[rows][(slice(None), *rest)]
+        return np.concatenate([np.asarray(p[index]) for p in self.parts], axis=-1)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = self[:]
