@@ -193,3 +193,47 @@ def test_module_encoder_checks_declared_widths(tmp_path):
     )
     with pytest.raises(ISAM2Error, match="widths"):
         enc.maps(np.zeros((1, 32, 32, 3), np.uint8), None, [0])
+
+
+TINY_SEGFORMER = [
+    "+encoder=segformer",
+    "encoder.segformer.variant=b0",
+    "encoder.segformer.input_size=64",
+    "+encoder.segformer.config={depths:[1,1,1,1],hidden_sizes:[8,16,24,32],num_attention_heads:[1,1,1,1]}",
+    "encoder.segformer.device=cpu",
+]
+TINY_SAM2_DINOV2 = [
+    "+encoder=[sam2,dinov2]",
+    "encoder.dinov2.input_size=56",
+    "+encoder.dinov2.config={hidden_size:16,num_hidden_layers:1,num_attention_heads:2,intermediate_size:32,patch_size:14}",
+    "encoder.dinov2.device=cpu",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "encoders", "dim"),
+    [("segformer", TINY_SEGFORMER, 80), ("sam2_dinov2", TINY_SAM2_DINOV2, 256 + 16)],
+)
+def test_train_end_to_end_with_other_encoders(tmp_path_factory, name, encoders, dim):
+    """python -m isam2.train with random-weight encoders; both runs share one masklet store (made once)."""
+    import json
+
+    from tests.train_helpers import run_cli, tiny_overrides
+
+    shared = tmp_path_factory.getbasetemp() / "encoders_shared"
+    run = tmp_path_factory.mktemp(name)
+    overrides = [
+        *tiny_overrides(run, shared),
+        "trainer.max_epochs=1",
+        "masklets.pooling.levels=[0]",
+        *encoders,
+    ]
+    run_cli("isam2.train", overrides)
+    metrics = json.loads((run / "run" / "metrics.json").read_text())
+    assert metrics["method"] == "I-SAM2" and 0.0 <= metrics["miou"] <= 1.0
+    ckpt = next((run / "run" / "checkpoints").glob("*.ckpt"))
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["feature_dim"] == dim
+    assert [e["name"] for e in hparams["feature_identity"]["encoders"]] == [e for e in name.split("_")]
+    stores = list((shared / "stores").iterdir())
+    assert all((s / "manifest.json").is_file() for s in stores) and len(stores) == 3  # train, val, test
