@@ -237,3 +237,40 @@ def test_train_end_to_end_with_other_encoders(tmp_path_factory, name, encoders, 
     assert [e["name"] for e in hparams["feature_identity"]["encoders"]] == [e for e in name.split("_")]
     stores = list((shared / "stores").iterdir())
     assert all((s / "manifest.json").is_file() for s in stores) and len(stores) == 3  # train, val, test
+
+
+def test_experiments_compose_with_their_encoders(tmp_path):
+    """The I-CFFM rows and the beyond-the-paper experiments, composed with `- encoder: [sam2]` in train's
+    defaults (added to a copy of conf/ when the entry point does not list it yet)."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from tests.train_helpers import REPO
+
+    conf = shutil.copytree(REPO / "conf", tmp_path / "conf")
+    train = (conf / "train.yaml").read_text()
+    if "- encoder:" not in train:
+        (conf / "train.yaml").write_text(
+            train.replace("  - masklets: gt\n", "  - masklets: gt\n  - encoder: [sam2]\n")
+        )
+    expected = {
+        "isam2_fusion": (["sam2", "base_histogram"], "none"),
+        "isam2_dinov2": (["sam2", "dinov2"], "none"),
+        **{f"paper/icffm_{b}": (["segformer"], "none") for b in ("b0", "b1", "b2")},
+        **{f"paper/icffm_base_{b}": (["segformer"], "base") for b in ("b0", "b1", "b2")},
+    }
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        assert list(compose("train").encoder) == ["sam2"]
+        for experiment, (encoders, fill) in expected.items():
+            cfg = compose("train", overrides=[f"experiment={experiment}"])
+            assert list(cfg.encoder) == encoders and cfg.segment.fill == fill, experiment
+            if "icffm" in experiment:
+                assert cfg.encoder.segformer.variant == experiment[-2:] and cfg.data.name == "vspw"
+                first = (conf / "experiment" / f"{experiment}.yaml").read_text().splitlines()[1]
+                assert first.startswith(
+                    f'# Table 3, row "I-CFFM{"_base" if fill == "base" else ""} (MiT-B{experiment[-1]})"'
+                )
+        assert compose("train", overrides=["experiment=isam2_fusion"]).model.head._target_.endswith(
+            "FusionHead"
+        )
