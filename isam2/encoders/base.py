@@ -30,6 +30,8 @@ from isam2.files import cached_sha256
 SAM2_ENCODER = "sam2"
 # Settings that change only speed or where an encoder runs, never its vectors: out of its identity.
 NOT_IDENTITY = ("device", "frames_per_batch")
+# Folders an encoder reads its input from (by path: their files are not hashed).
+PATH_KEYS = ("base_predictions",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -75,6 +77,9 @@ def encoder_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("pretrained", "checkpoint"):
         if key in ident:
             ident[key] = weights_sha256(ident[key], f"encoder.{name}.{key}")
+    for key in PATH_KEYS:  # a folder read as input: the same folder from any working directory
+        if ident.get(key):
+            ident[key] = str(Path(ident[key]).expanduser().resolve())
     return ident
 
 
