@@ -9,7 +9,11 @@ from isam2.errors import ISAM2Error
 from isam2.model.fusion import FusionClassifier, FusionHead
 
 C = 5
-IDENTITY = {"sam2": {}, "masklets": {}, "encoders": [{"name": "sam2"}, {"name": "base_histogram", "num_classes": C}]}
+IDENTITY = {
+    "sam2": {},
+    "masklets": {},
+    "encoders": [{"name": "sam2"}, {"name": "base_histogram", "num_classes": C}],
+}
 
 
 def test_untrained_fusion_with_a_silent_mlp_is_the_majority_vote():
@@ -43,7 +47,9 @@ def test_fusion_learns_to_overrule_a_wrong_base():
     base = torch.where(label == 0, torch.ones_like(label), label)
     hist = 0.8 * torch.nn.functional.one_hot(base, C).float() + 0.2 / C
     x = torch.cat([feats, hist], 1)
-    model = FusionClassifier(C, C + C, head={"_target_": "isam2.model.fusion.FusionHead", "depth": 0}, feature_identity=IDENTITY)
+    model = FusionClassifier(
+        C, C + C, head={"_target_": "isam2.model.fusion.FusionHead", "depth": 0}, feature_identity=IDENTITY
+    )
     model.head.set_statistics(x.mean(0), x.std(0))
     before = (model.head(x).argmax(1) == label).float().mean()
     opt = torch.optim.Adam(model.head.parameters(), lr=0.05)
