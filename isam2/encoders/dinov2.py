@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from isam2.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrameEncoder
-from isam2.encoders.hf import from_local_folder, offline_transformers, random_model
+from isam2.encoders.hf import from_local_folder, offline_transformers, random_model, warn_random_weights
 from isam2.errors import ConfigError
 
 
@@ -31,6 +31,7 @@ class Dinov2Encoder(FrameEncoder):
         if pretrained:
             net = from_local_folder(transformers.Dinov2Model, pretrained, f"encoder.{name}.pretrained")
         else:
+            warn_random_weights(f"encoder.{name}.pretrained")
             net = random_model(transformers.Dinov2Model, transformers.Dinov2Config(**dict(config or {})))
         self.patch = int(net.config.patch_size)
         if any(s % self.patch for s in self.input_size):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,18 @@ def from_local_folder(model_class: Any, folder: str | Path, setting: str) -> tor
         return model_class.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise ISAM2Error(f"{setting}={path} cannot be loaded as {model_class.__name__}: {e}") from None
+
+
+log = logging.getLogger(__name__)
+
+
+def warn_random_weights(setting: str) -> None:
+    """Say loudly that an encoder runs with random weights (its vectors are meaningless for real use)."""
+    msg = (
+        f"{setting} is not set: the encoder runs with RANDOM WEIGHTS (fine for tests, meaningless otherwise)"
+    )
+    log.warning(msg)
+    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 def random_model(model_class: Any, config: Any) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from isam2.encoders.base import IMAGENET_MEAN, IMAGENET_STD, FrameEncoder
-from isam2.encoders.hf import from_local_folder, offline_transformers, random_model
+from isam2.encoders.hf import from_local_folder, offline_transformers, random_model, warn_random_weights
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import load_weights
 
@@ -139,6 +139,8 @@ class SegformerEncoder(FrameEncoder):
             net = random_model(transformers.SegformerModel, mit_config(variant, config))
             if checkpoint:
                 load_mmseg_checkpoint(net, checkpoint, f"encoder.{name}.checkpoint")
+            else:
+                warn_random_weights(f"encoder.{name}.pretrained / encoder.{name}.checkpoint")
         sizes = list(net.config.hidden_sizes)
         self.levels = tuple(int(level) for level in levels)
         if not self.levels or any(not 0 <= level < len(sizes) for level in self.levels):
