@@ -14,6 +14,14 @@ synthetic video written as JPEG in the VSPW layout and read back by the project'
 is written, so decode and write are real. Besides the whole path it times the image encoder alone, in
 batches, and the AMG at the paper's thresholds, per keyframe, for both engines. The last line is
 `seed-objects K=<K>: ours <x> fps, stock <y> fps, ratio <r>x`.
+
+Two encoders (`--second-encoder dinov2|segformer`, random weights of the real sizes: DINOv2-B at 448 px,
+MiT-B1 at 512 px on CUDA; DINOv2-S at 224 px, MiT-B0 at 256 px on the CPU): our engine's extraction
+with SAM2's vectors (one encoder), then the second encoder's pass over the finished store's id maps and
+the frames (docs/encoders.md), in the same process. It prints `two encoders / one: <r>x`; masklets are
+shared, so the target is < 1.5x.
+
+    python benchmarks/extract.py --device cuda --skip-stock --amg-frames 0 --second-encoder dinov2
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from isam2.masklets.runtime import apply_tf32
 from isam2.masklets.sam2_backbone import SAM2Backbone
 from isam2.masklets.seeded import SeededMaskletSource
 from isam2.masklets.settings import SAM2_DEFAULTS
+from isam2.masklets.store import MaskletStore, finalize_store, prepare_folder
 from isam2.masklets.timing import STAGES, StageClock
 
 ENGINES = {
@@ -113,6 +122,59 @@ def profile_ours(backbone, args, videos, out_dir: Path, amg_thresholds: dict) ->
     return prof.key_averages().table(sort_by=key, row_limit=25)
 
 
+def second_encoder_settings(name: str, gpu: bool) -> dict:
+    """Random-weight settings of the second encoder at a real size (DINOv2-B / MiT-B1 on CUDA, S / B0 on CPU)."""
+    if name == "dinov2":
+        config = {} if gpu else {"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536}
+        return {
+            "name": "dinov2",
+            "_target_": "isam2.encoders.dinov2.Dinov2Encoder",
+            "config": config,
+            "input_size": 448 if gpu else 224,
+        }
+    return {
+        "name": "segformer",
+        "_target_": "isam2.encoders.segformer.SegformerEncoder",
+        "variant": "b1" if gpu else "b0",
+        "input_size": 512 if gpu else 256,
+    }
+
+
+def time_two_encoders(backbone, args, videos, out_dir: Path, amg_thresholds: dict) -> dict:
+    """Seconds of extraction with SAM2's vectors (masklets + store), then of the second encoder's pass."""
+    from isam2.encoders import build_encoder, encoder_identity
+    from isam2.encoders.features import add_encoder_features
+
+    prepare_folder(out_dir, {"benchmark": "two encoders"}, force=True)
+    start = time.perf_counter()
+    one = time_extraction(backbone, args, "ours", videos, out_dir, amg_thresholds)
+    finalize_store(out_dir, [v.id for v in videos], {"config_hash": "benchmark"}, backbone.feature_dim)
+    store = MaskletStore(out_dir)
+    sync(backbone.device)
+    one_seconds = time.perf_counter() - start
+    settings = {
+        **second_encoder_settings(args.second_encoder, backbone.device.type == "cuda"),
+        "device": str(backbone.device),
+        "frames_per_batch": args.frames_per_batch,
+    }
+    # Built and warmed up outside the timing, as SAM2 is (imports, weights, first-call kernels).
+    encoder = build_encoder(settings)
+    encoder.maps(videos[0].load_frames()[: args.frames_per_batch], videos[0], range(args.frames_per_batch))
+    sync(backbone.device)
+    start = time.perf_counter()
+    add_encoder_features(store, settings, encoder_identity(settings), videos, progress=False, encoder=encoder)
+    sync(backbone.device)
+    second = time.perf_counter() - start
+    return {
+        "encoder": args.second_encoder,
+        "one_seconds": one_seconds,
+        "second_pass_seconds": second,
+        "ratio": (one_seconds + second) / one_seconds,
+        "masklets": len(store),
+        "one": one,
+    }
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -132,6 +194,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-stock", action="store_true", help="time ours only (no ratio)")
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of our engine")
     p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument(
+        "--second-encoder",
+        choices=("none", "dinov2", "segformer"),
+        default="none",
+        help="also time adding a second encoder's vectors (masklets shared): the two-encoder ratio",
+    )
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda") or (args.device == "auto" and cuda)
     args.variant = args.variant or ("hiera_l" if gpu else "hiera_t")
@@ -197,6 +265,10 @@ def main(argv: list[str] | None = None) -> dict:
                 result[engine]["amg_ms_paper"] = time_amg(backbone, args, engine, videos, args.amg_frames)
         if args.profile:
             print(profile_ours(backbone, args, videos, Path(tmp) / "profile", amg_thresholds))
+        if args.second_encoder != "none":
+            result["two_encoders"] = time_two_encoders(
+                backbone, args, videos, Path(tmp) / "two", amg_thresholds
+            )
 
     print(
         f"masklet extraction, {args.variant} {backbone.dtype_mode} on {result['device']}, {args.image_size} px, "
@@ -214,6 +286,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {engine:5s} {r['fps']:8.2f} fps ({r['seconds']:.2f} s): {stages}{amg}")
     if not args.skip_stock:
         result["ratio"] = result["ours"]["fps"] / result["stock"]["fps"]
+    if "two_encoders" in result:
+        two = result["two_encoders"]
+        print(
+            f"  sam2 only {two['one_seconds']:.2f} s ({two['masklets']} masklets); + {two['encoder']} pass "
+            f"{two['second_pass_seconds']:.2f} s; two encoders / one: {two['ratio']:.2f}x"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if not args.skip_stock:

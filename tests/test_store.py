@@ -621,3 +621,39 @@ def test_the_summary_of_an_empty_store_prints_no_nan():
     text = format_summary({**empty, "purity": float("nan")})
     assert "nan" not in text.lower() and "purity: n/a" in text
     assert "purity: 87.5%" in format_summary({**empty, "purity": 0.875})
+
+
+# ------------------------------------------------------------------------------- several encoders
+
+MODULE_ENCODER = (
+    "encoder.module.input_size=[24,32]",
+    "encoder.module.module.kernel_size=8",
+    "encoder.module.strides=[8]",
+    "encoder.module.device=cpu",
+)
+
+
+def test_adding_an_encoder_reuses_the_masklets_and_concatenates_in_order(tmp_path, fake_source):
+    from isam2.errors import ISAM2Error
+    from isam2.model.module import check_features
+
+    plain = ensure_store(make_cfg(tmp_path), "val")
+    assert fake_source.videos_done == 3
+    assert set(plain.feature_identity) == {
+        "sam2",
+        "masklets",
+    }  # the default keeps the identity of sam2 stores
+    both = ensure_store(make_cfg(tmp_path, "stores", "+encoder=[module,sam2]", *MODULE_ENCODER), "val")
+    assert fake_source.videos_done == 3  # no masklet source ran again: only the encoder pass
+    assert both.path == plain.path and both.dim == 3 + plain.dim and len(both) == len(plain)
+    np.testing.assert_array_equal(both.features[:, 3:], plain.features)
+    assert [e["name"] for e in both.feature_identity["encoders"]] == ["module", "sam2"]
+    swapped = ensure_store(make_cfg(tmp_path, "stores", "+encoder=[sam2,module]", *MODULE_ENCODER), "val")
+    np.testing.assert_array_equal(swapped.features[:, : plain.dim], plain.features)
+    np.testing.assert_array_equal(swapped.features[:, plain.dim :], both.features[:, :3])
+    assert pickle.loads(pickle.dumps(swapped)).dim == swapped.dim
+    # a head trained on one set of vectors refuses another
+    with pytest.raises(ISAM2Error, match="encoders"):
+        check_features(both.feature_identity, swapped.feature_identity, "checkpoint x", allow=False)
+    with pytest.raises(ISAM2Error, match="encoders"):
+        check_features(both.feature_identity, plain.feature_identity, "checkpoint x", allow=False)

@@ -50,7 +50,9 @@ from isam2.masklets.store import (
     check_video_id,
     config_hash,
     done_videos,
+    encoder_folder,
     finalize_store,
+    masklet_identity,
     non_finite_arrays,
     paint_ids,
     prepare_folder,
@@ -257,15 +259,63 @@ def ensure_store(
     """
     check_extraction_settings(cfg)
     settings = BuildSettings.from_cfg(cfg)
-    identity = store_identity(cfg, split)
+    full_identity = store_identity(cfg, split)  # with the configured encoders, if not just [sam2]
+    identity = masklet_identity(full_identity)
     path = store_folder(cfg.paths.store_dir, identity)
     if launch and not _in_group() and (force or not (path / "manifest.json").is_file()):
         fabric = _launcher_fabric(cfg.trainer)
         if fabric is not None:
             fabric.launch()  # re-runs this command for the other ranks (Lightning's script launcher)
     if not _in_group() and launched_rank() != 0:
-        return _follow_rank_zero(cfg, split, identity, path, force, settings)
-    return _ensure_in_group(cfg, split, identity, path, force, progress, settings)
+        store = _follow_rank_zero(cfg, split, identity, path, force, settings)
+    else:
+        store = _ensure_in_group(cfg, split, identity, path, force, progress, settings)
+    encoders = full_identity.get("encoders")
+    return _with_encoders(cfg, split, store, encoders, config_hash(identity), settings, progress)
+
+
+def _with_encoders(
+    cfg: DictConfig,
+    split: str,
+    store: MaskletStore,
+    encoders: list[dict[str, Any]] | None,
+    expected_hash: str,
+    settings: BuildSettings,
+    progress: bool,
+) -> MaskletStore:
+    """`store` reading the vectors of cfg.encoder's encoders (None: its own SAM2 vectors), after adding those
+    it lacks: rank 0 computes them (`isam2.encoders.features`: no SAM2 work, the masklets are the store's)
+    while the other ranks wait for their records."""
+    if encoders is None:
+        return store
+    from isam2.encoders import encoder_configs
+    from isam2.masklets.store import ENCODER_RECORD
+
+    configs = list(encoder_configs(cfg).values())
+    todo = [
+        (c, ident)
+        for c, ident in zip(configs, encoders)
+        if ident["name"] != "sam2" and not (encoder_folder(store.path, ident) / ENCODER_RECORD).is_file()
+    ]
+    if todo:
+        rank = rank_and_world()[0] if _in_group() else launched_rank()
+        if rank == 0:
+            from isam2.data import open_split
+            from isam2.encoders.features import add_encoder_features
+
+            videos = open_split(cfg.data, split).videos
+            with Heartbeat(store.path, 0, settings.heartbeat_seconds):
+                for c, ident in todo:
+                    add_encoder_features(store, c, ident, videos, progress)
+        elif not _in_group():
+            wait_until(
+                lambda: all((encoder_folder(store.path, i) / ENCODER_RECORD).is_file() for _, i in todo),
+                PeerWatch(store.path, [0], settings.dead_after_seconds, fresh=False),
+                settings.wait_seconds,
+                f"rank 0 to add the encoders' vectors to {store.path}",
+            )
+        _barrier()
+    return MaskletStore(store.path, expected_hash, encoders=encoders)
 
 
 def _open_finished(path: Path, expected: str, video_ids: list[str], force: bool) -> MaskletStore | None:

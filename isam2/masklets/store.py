@@ -12,6 +12,9 @@ Layout of one store (one folder per dataset, split and config hash, `<store_dir>
     features.npy [N,d] fp16, video.npy i32, frame.npy i32, track.npy i64, area.npy i64, score.npy f32,
     label.npy u8, purity.npy f32, valid.npy i64     contiguous rows in split-file video order
     manifest.json          written LAST: its presence = the store is complete
+    encoders/<name>-<hash12>/features.npy [N,w] fp16, then encoder.json (its identity, widths, strides,
+                           rows): another encoder's Eq. 3 vectors of the same masklets (docs/encoders.md),
+                           added to a finished store by a second pass over its id maps and the frames
 
 Every file is written to a temporary name and renamed, so a killed build resumes with no lost or
 duplicated rows: videos whose shards exist and match their sha256 are skipped, the others (never written,
@@ -81,6 +84,10 @@ _MASKLETS_NOT_IDENTITY = (
 
 
 FEATURE_PARTS = ("sam2", "masklets")  # the parts of a store identity that decide its feature space
+# The optional part of an identity listing the encoders whose vectors a reader concatenates (absent for the
+# default `encoder=[sam2]`, so heads and stores of sam2 features keep their identity). It never decides the
+# folder: every encoder's vectors of the same masklets live in the one store folder.
+ENCODERS_PART = "encoders"
 
 
 class StoreMismatchError(ISAM2Error):
@@ -112,7 +119,7 @@ def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
         masklets.pop(key, None)
     if masklets.get("source") == "gt":
         masklets.pop("window", None)  # oracle masklets have no keyframes
-    return {
+    identity = {
         "data": {
             "name": str(cfg.data.name),
             "root": str(Path(cfg.data.root).expanduser().resolve()),
@@ -121,20 +128,44 @@ def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
         "sam2": sam2,
         "masklets": masklets,
     }
+    encoders = encoders_identity(cfg)
+    if encoders is not None:
+        identity[ENCODERS_PART] = encoders
+    return identity
+
+
+def encoders_identity(cfg: DictConfig) -> list[dict[str, Any]] | None:
+    """The identities of cfg.encoder's encoders in order (`isam2.encoders.encoder_identity`); None for the
+    default `[sam2]`, whose vectors are the store's own `features.npy`."""
+    from isam2.encoders import SAM2_ENCODER, encoder_configs, encoder_identity
+
+    configs = encoder_configs(cfg)
+    if list(configs) == [SAM2_ENCODER]:
+        return None
+    return [{"name": SAM2_ENCODER} if n == SAM2_ENCODER else encoder_identity(c) for n, c in configs.items()]
 
 
 def feature_identity(identity: dict[str, Any] | None) -> dict[str, Any] | None:
     """The part of a store identity that decides the feature space of its vectors: its `sam2` and
-    `masklets` parts (everything but the dataset and split); None for a store that recorded no identity."""
+    `masklets` parts (everything but the dataset and split), and its `encoders` when it has them; None for a
+    store that recorded no identity."""
     if not isinstance(identity, dict) or not all(k in identity for k in FEATURE_PARTS):
         return None
-    return {k: identity[k] for k in FEATURE_PARTS}
+    parts = FEATURE_PARTS + ((ENCODERS_PART,) if ENCODERS_PART in identity else ())
+    return {k: identity[k] for k in parts}
 
 
 def config_hash(identity: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON (sorted keys, no spaces) of `identity`."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """sha256 of the canonical JSON (sorted keys, no spaces) of `identity` without its `encoders` part (the
+    vectors of every encoder of the same masklets share one store folder)."""
+    masklets_only = {k: v for k, v in identity.items() if k != ENCODERS_PART}
+    canonical = json.dumps(masklets_only, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def masklet_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """`identity` without its `encoders` part: what a store folder records (identity.json, the manifest)."""
+    return {k: v for k, v in identity.items() if k != ENCODERS_PART}
 
 
 def store_folder(store_dir: str | os.PathLike, identity: dict[str, Any]) -> Path:
@@ -453,9 +484,85 @@ def read_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
     return values
 
 
+ENCODERS_DIR = "encoders"
+ENCODER_RECORD = "encoder.json"
+
+
+def encoder_folder(path: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """Where the vectors of the encoder of `identity` live in the store folder `path`."""
+    from isam2.encoders.base import encoder_key
+
+    return Path(path) / ENCODERS_DIR / encoder_key(identity)
+
+
+def write_encoder_features(
+    path: Path, identity: dict[str, Any], blocks: Any, num_rows: int, widths: list[int], strides: list[int]
+) -> Path:
+    """Stream an encoder's per-video vector blocks ([n_v, w] float, store row order) into
+    `encoders/<key>/features.npy` (fp16), then write its record `encoder.json` (which marks it done)."""
+    folder = encoder_folder(path, identity)
+    width = int(sum(widths))
+    written = 0
+    with atomic_file(folder / "features.npy") as f:
+        np.lib.format.write_array_header_1_0(
+            f,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                "fortran_order": False,
+                "shape": (int(num_rows), width),
+            },
+        )
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype=np.float16)
+            if block.ndim != 2 or block.shape[1] != width:
+                raise ISAM2Error(
+                    f"encoder {identity['name']} gave vectors {block.shape}, expected width {width}"
+                )
+            f.write(block.tobytes())
+            written += len(block)
+        if written != num_rows:
+            raise ISAM2Error(f"encoder {identity['name']} gave {written} vectors for {num_rows} masklets")
+    record = {"identity": identity, "widths": widths, "strides": strides, "num_rows": int(num_rows)}
+    write_json(folder / ENCODER_RECORD, record)
+    return folder
+
+
+class ConcatRows:
+    """Row-wise concatenation of [N, d_i] arrays (memory maps) along the feature axis, read lazily: what
+    `MaskletStore.features` is when several encoders are configured. Supports what the readers use:
+    `shape`, `dtype`, `len()`, `[rows]` (a slice or row indices), `np.asarray`."""
+
+    def __init__(self, parts: list[np.ndarray], names: list[str]):
+        self.parts, self.names = parts, names
+        self.shape = (len(parts[0]), int(sum(p.shape[1] for p in parts)))
+        self.dtype = parts[0].dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def filename(self) -> str:
+        return " + ".join(self.names)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, tuple):  # [rows, columns]: the rows of every part, then the columns
+            rows, *rest = index
+            return self[rows][(slice(None), *rest)]
+        return np.concatenate([np.asarray(p[index]) for p in self.parts], axis=-1)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 class MaskletStore:
     """A finished store, read-only and memory-mapped. Arrays are attributes (see ROW_DTYPES); rows of a
-    video are contiguous and in frame order; `id_map` returns GLOBAL row indices into those arrays."""
+    video are contiguous and in frame order; `id_map` returns GLOBAL row indices into those arrays.
+
+    `encoders` (identities, `encoders_identity(cfg)`) selects whose vectors `features` holds: None is the
+    store's own (SAM2's) `features.npy`; a list concatenates each encoder's vectors in its order (`sam2`:
+    `features.npy`; any other: `encoders/<key>/features.npy`, which must have been added)."""
 
     features: np.ndarray
     video: np.ndarray
@@ -467,9 +574,15 @@ class MaskletStore:
     purity: np.ndarray
     valid: np.ndarray
 
-    def __init__(self, path: str | os.PathLike, expected_hash: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        expected_hash: str | None = None,
+        encoders: list[dict[str, Any]] | None = None,
+    ):
         self.path = Path(path).expanduser().resolve()
         self._expected_hash = expected_hash
+        self.encoders = encoders
         manifest_path = self.path / "manifest.json"
         if not manifest_path.is_file():
             raise ISAM2Error(
@@ -500,6 +613,39 @@ class MaskletStore:
             setattr(self, key, arr)
         self._videos = {v["id"]: v for v in self.manifest["videos"]}
         self._cached_video: tuple[str, dict[str, np.ndarray]] | None = None
+        if encoders is not None:
+            self.features = self._encoder_features(encoders, n)
+            self.dim = int(self.features.shape[1])
+
+    def _encoder_features(self, encoders: list[dict[str, Any]], n: int) -> ConcatRows:
+        parts, names = [], []
+        for identity in encoders:
+            if identity.get("name") == "sam2":
+                parts.append(self.features)
+                names.append(str(self.path / "features.npy"))
+                continue
+            folder = encoder_folder(self.path, identity)
+            record_file, file = folder / ENCODER_RECORD, folder / "features.npy"
+            if not record_file.is_file():
+                raise ISAM2Error(
+                    f"masklet store {self.path} has no vectors of encoder {identity['name']} ({folder}); "
+                    "python -m isam2.extract with the same encoder adds them"
+                )
+            try:
+                record = json.loads(record_file.read_text())
+                arr = np.load(file, mmap_mode="r") if n else np.load(file)
+            except (OSError, ValueError, EOFError) as e:
+                raise ISAM2Error(
+                    f"unreadable encoder vectors {folder}: {e}; delete the folder to redo them"
+                ) from None
+            if record.get("identity") != identity or arr.shape[0] != n or arr.dtype != np.float16:
+                raise ISAM2Error(
+                    f"{file} ({arr.shape[0]} rows of {arr.dtype}) does not hold the {n} fp16 vectors of the "
+                    f"configured encoder {identity['name']}; delete {folder} to redo them"
+                )
+            parts.append(arr)
+            names.append(str(file))
+        return ConcatRows(parts, names)
 
     def __len__(self) -> int:
         return int(self.manifest["num_rows"])
@@ -508,7 +654,10 @@ class MaskletStore:
     def feature_identity(self) -> dict[str, Any] | None:
         """The sam2 and masklets identity its manifest records (`feature_identity`): what a head trained on
         this store's vectors expects of the vectors it is given."""
-        return feature_identity(self.manifest.get("identity"))
+        identity = feature_identity(self.manifest.get("identity"))
+        if identity is not None and self.encoders is not None:
+            identity[ENCODERS_PART] = self.encoders
+        return identity
 
     def __repr__(self) -> str:
         return (
@@ -517,10 +666,10 @@ class MaskletStore:
 
     # Pickle by path: a memmap would otherwise be copied into every DataLoader worker.
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": str(self.path), "expected_hash": self._expected_hash}
+        return {"path": str(self.path), "expected_hash": self._expected_hash, "encoders": self.encoders}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["expected_hash"])
+        self.__init__(state["path"], state["expected_hash"], state.get("encoders"))
 
     def _video(self, video_id: str) -> dict[str, Any]:
         try:

@@ -1,6 +1,9 @@
-"""The masklet classification head: feature standardisation (buffers) followed by a configurable MLP."""
+"""The masklet classification head: feature standardisation (buffers) then a configurable MLP; `build_head` picks a head class."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,3 +77,24 @@ class MLPHead(nn.Module):
         scale = self.feature_std.reciprocal()
         x = torch.addcmul(-self.feature_mean * scale, features.float(), scale)
         return self.mlp(x)
+
+
+def build_head(
+    in_dim: int,
+    num_classes: int,
+    head: Mapping[str, Any] | None = None,
+    feature_identity: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The head of `model.head`: `MLPHead` by default, or the class named by `model.head._target_`, called
+    as cls(in_dim, num_classes, feature_identity=..., **rest) (e.g. `isam2.model.fusion.FusionHead`)."""
+    settings = dict(head or {})
+    target = settings.pop("_target_", None)
+    if target is None:
+        return MLPHead(in_dim, num_classes, **settings)
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(target))
+    except (ImportError, ValueError) as e:
+        raise ISAM2Error(f"model.head._target_={target!r} is not a class: {e}") from None
+    return cls(in_dim, num_classes, feature_identity=feature_identity, **settings)
