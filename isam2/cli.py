@@ -6,6 +6,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -35,6 +36,11 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             from isam2.masklets.runtime import apply_tf32
 
             check_settings(cfg)
+            from hydra.core.hydra_config import HydraConfig
+
+            from isam2.config_tree import print_config_tree
+
+            print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir))
             apply_tf32(
                 cfg.get("sam2")
             )  # process-wide, so set here for every command, never by a library object

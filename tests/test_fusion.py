@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from isam2.errors import ISAM2Error
-from isam2.model.fusion import FusionClassifier, FusionHead
+from isam2.model import MaskletClassifier
+from isam2.model.fusion import FusionHead
 
 C = 5
 IDENTITY = {
@@ -47,7 +48,7 @@ def test_fusion_learns_to_overrule_a_wrong_base():
     base = torch.where(label == 0, torch.ones_like(label), label)
     hist = 0.8 * torch.nn.functional.one_hot(base, C).float() + 0.2 / C
     x = torch.cat([feats, hist], 1)
-    model = FusionClassifier(
+    model = MaskletClassifier(
         C, C + C, head={"_target_": "isam2.model.fusion.FusionHead", "depth": 0}, feature_identity=IDENTITY
     )
     model.head.set_statistics(x.mean(0), x.std(0))
@@ -60,3 +61,13 @@ def test_fusion_learns_to_overrule_a_wrong_base():
     after = (model.head(x).argmax(1) == label).float().mean()
     assert after > 0.98 > before
     assert model.hparams.head["_target_"].endswith("FusionHead")  # the head's settings travel in checkpoints
+
+
+def test_the_fusion_head_names_its_rows_i_sam2_fusion():
+    model = MaskletClassifier(
+        C, C + C, head={"_target_": "isam2.model.fusion.FusionHead", "depth": 0}, feature_identity=IDENTITY
+    )
+    plain = MaskletClassifier(C, C, head={"depth": 0})
+    assert model.method_name("isam2") == "I-SAM2_fusion"
+    assert model.method_name("refiner") == plain.method_name("refiner") == "SAM2-refiner"
+    assert plain.method_name("isam2") == "I-SAM2"

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from isam2.data.datamodule import StoreDataModule, _single
-from isam2.errors import ISAM2Error
+from isam2.errors import ConfigError, ISAM2Error
 from isam2.masklets.store import read_rows
 
 
@@ -111,7 +111,14 @@ class AugmentedDataModule(StoreDataModule):
         base_pred_dir: Any = None,
         videos: Mapping[str, list[str]] | None = None,
         batch_size: int = 4096,
+        shuffle: bool = True,
+        encoders: Mapping[str, Any] | None = None,
     ):
+        if encoders is not None and list(encoders) != ["sam2"]:
+            raise ConfigError(
+                f"datamodule=augmented pools SAM2's own features on the fly, but encoder={list(encoders)}; "
+                "use datamodule=store with other encoders"
+            )
         # batch_size: accepted so that experiments setting datamodule.batch_size compose with either mode;
         # a training clip is one batch here
         super().__init__(
@@ -122,6 +129,7 @@ class AugmentedDataModule(StoreDataModule):
             eval_num_workers=eval_num_workers,
             base_pred_dir=base_pred_dir,
             videos=videos,
+            shuffle=shuffle,
         )
         from hydra.utils import instantiate
 

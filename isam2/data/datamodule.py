@@ -258,6 +258,7 @@ class StoreDataModule(pl.LightningDataModule):
         seed: int = 0,
         base_pred_dir: str | os.PathLike | None = None,
         videos: Mapping[str, Sequence[str]] | None = None,
+        shuffle: bool = True,
     ):
         super().__init__()
         if device_resident not in ("auto", True, False):
@@ -273,7 +274,7 @@ class StoreDataModule(pl.LightningDataModule):
             int(eval_num_workers),
             int(seed),
         )
-        self.base_pred_dir = base_pred_dir
+        self.base_pred_dir, self.shuffle = base_pred_dir, bool(shuffle)
         self.videos = {role: list(ids) for role, ids in (videos or {}).items()}
         self._train_rows: np.ndarray | None = None
         self._statistics: dict[str, torch.Tensor] | None = None
@@ -317,7 +318,9 @@ class StoreDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         resident = self._use_resident()
-        sampler = EpochBatchSampler(len(self.train_rows), self.batch_size, seed=self.seed, shuffle=True)
+        sampler = EpochBatchSampler(
+            len(self.train_rows), self.batch_size, seed=self.seed, shuffle=self.shuffle
+        )
         return DataLoader(
             RowBatches(self.train_store, self.train_rows, resident),
             sampler=sampler,
@@ -357,7 +360,9 @@ class StoreDataModule(pl.LightningDataModule):
         videos = VideoBatches(
             self.stores[role],
             self.datasets[role],
-            self.base_pred_dir,
+            # the base fills the test split's maps only: selection scores the head's own maps (I-SAM2),
+            # so a held-out train video needs no base prediction
+            self.base_pred_dir if role == "test" else None,
             preview=role == "val",
             videos=self.videos.get(role),
         )

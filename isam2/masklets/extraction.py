@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from isam2.constants import VOID
 from isam2.data.sharding import asks_for_several_processes, launched_rank, rank_and_world, shard_indices
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import write_json
@@ -492,7 +493,7 @@ def summarize(store: MaskletStore) -> dict[str, float]:
     videos = store.manifest["videos"]
     frames = sum(v["frames"] for v in videos)
     coverage = sum(v["covered_pixels"] / max(1, v["height"] * v["width"]) for v in videos)
-    targeted = np.asarray(store.label) != 255
+    targeted = np.asarray(store.label) != VOID
     return {
         "videos": len(videos),
         "frames": frames,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE = 255
+from isam2.constants import VOID as IGNORE  # GT train id that is never a target ("others"/void)
 
 try:  # scipy is a dependency of albumentations, so normally present
     from scipy import ndimage as _ndimage

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from isam2.constants import VOID as IGNORE  # GT train id that is never a target ("others"/void)
 from isam2.errors import ISAM2Error
 
-IGNORE = 255  # GT train id that is never a target ("others"/void)
 NUM_IDS = 256  # every uint8 train id gets a histogram bin; the IGNORE bin is dropped
 
 

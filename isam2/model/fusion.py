@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from isam2.errors import ISAM2Error
-from isam2.model.head import MLPHead, build_head
-from isam2.model.module import MaskletClassifier
+from isam2.model.head import MLPHead
 
 HISTOGRAM_ENCODER = "base_histogram"
 
@@ -48,6 +47,8 @@ def histogram_start(
 
 class FusionHead(nn.Module):
     """MLP logits on the features (standardised) + per-class learned weights on the log base histogram."""
+
+    method_name = "I-SAM2_fusion"  # how the paper-style tables name the maps it paints
 
     def __init__(
         self,
@@ -79,21 +80,3 @@ class FusionHead(nn.Module):
         hist = x[:, self.start :].float().clamp_min(0)
         log_hist = torch.log(hist + self.eps)
         return self.features(x[:, : self.start]) + self.histogram_weight * log_hist + self.histogram_bias
-
-
-class FusionClassifier(MaskletClassifier):
-    """`MaskletClassifier` with the head of `model.head` built by `build_head` (FusionHead for model=fusion).
-
-    Needed only until `MaskletClassifier` builds its head with `isam2.model.head.build_head` itself; then
-    model=fusion can name `isam2.model.module.MaskletClassifier` and this class goes."""
-
-    def __init__(
-        self, num_classes: int, feature_dim: int, head: Mapping[str, Any] | None = None, **kwargs: Any
-    ):
-        head = dict(head or {})
-        mlp_only = {
-            k: v for k, v in head.items() if k in ("hidden_dim", "depth", "dropout", "norm", "activation")
-        }
-        super().__init__(num_classes, feature_dim, head=mlp_only, **kwargs)
-        self.head = build_head(int(feature_dim), int(num_classes), head, self.hparams.feature_identity)
-        self.save_hyperparameters({**dict(self.hparams), "head": head})

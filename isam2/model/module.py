@@ -16,7 +16,7 @@ from isam2.constants import VOID as IGNORE
 from isam2.errors import ISAM2Error
 from isam2.metrics.coverage import MaskletCoverage
 from isam2.model.batches import MaskletBatch, PaintedVideo, VideoBatch
-from isam2.model.head import MLPHead
+from isam2.model.head import build_head
 from isam2.segment.methods import METHOD_NAMES
 
 CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
@@ -154,7 +154,7 @@ class MaskletClassifier(pl.LightningModule):
                 "feature_identity": _plain(feature_identity),
             }
         )
-        self.head = MLPHead(int(feature_dim), int(num_classes), **(head or {}))
+        self.head = build_head(int(feature_dim), int(num_classes), head, self.hparams.feature_identity)
         self.register_buffer("class_weights", torch.ones(int(num_classes)))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE)
@@ -251,16 +251,27 @@ class MaskletClassifier(pl.LightningModule):
             return logits, probs.argmax(-1)
         return logits, logits.argmax(-1)
 
-    def predict_video(self, batch: VideoBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def method_name(self, key: str) -> str:
+        """The table name of a method key; a head that names itself (fusion: I-SAM2_fusion) renames I-SAM2."""
+        own = getattr(self.head, "method_name", None)
+        return (
+            METHOD_NAMES[key].replace("I-SAM2", own) if own and key.startswith("isam2") else METHOD_NAMES[key]
+        )
+
+    def predict_video(
+        self, batch: VideoBatch, require_base: bool = True
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(logits [n,C], semantic maps [T,H,W] uint8 per method key) of one video batch."""
         from isam2.segment.methods import method_predictions
 
-        if self.primary_method == "isam2_base" and batch.get("base") is None:
+        if require_base and self.primary_method == "isam2_base" and batch.get("base") is None:
             raise ISAM2Error("segment.fill=base needs base_pred_dir=<dir of base predictions>")
         logits, row_class = self.classify_video(batch)
         return logits, method_predictions(row_class, batch["id_maps"], batch.get("base"))
 
-    def painted(self, batch: VideoBatch, predictions: dict[str, torch.Tensor]) -> PaintedVideo:
+    def painted(
+        self, batch: VideoBatch, predictions: dict[str, torch.Tensor], primary: str | None = None
+    ) -> PaintedVideo:
         """What callbacks receive from a validation or test step (prediction writer, logging callbacks)."""
         return PaintedVideo(
             video=batch["video"],
@@ -268,7 +279,7 @@ class MaskletClassifier(pl.LightningModule):
             gt=batch["gt"],
             id_maps=batch["id_maps"],
             predictions=predictions,
-            primary=self.primary_method,
+            primary=primary or self.primary_method,
             preview=batch.get("preview"),
         )
 
@@ -279,15 +290,17 @@ class MaskletClassifier(pl.LightningModule):
         return target
 
     def validation_step(self, batch: VideoBatch, batch_idx: int) -> PaintedVideo:
-        """One video of the selection split (SELECTION_PREFIX): loss, masklet accuracy, the primary map's mIoU."""
-        logits, preds = self.predict_video(batch)
+        """One video of the selection split (SELECTION_PREFIX): loss, masklet accuracy and the mIoU of the head's
+        own maps (I-SAM2: a base fill leaves the uncovered pixels alone whatever the head, and a held-out train
+        video has no base prediction)."""
+        logits, preds = self.predict_video(batch, require_base=False)
         target = self._eval_loss(batch, logits, SELECTION_PREFIX)
         if len(target):  # a video without masklets has no masklet to classify (torchmetrics needs one)
             self.val_acc(logits, target)
         n = max(int((target != IGNORE).sum()), 1)
         self.log(f"{SELECTION_PREFIX}/acc", self.val_acc, on_step=False, on_epoch=True, batch_size=n)
-        self.val_metrics.update(preds[self.primary_method], batch["gt"])
-        return self.painted(batch, preds)
+        self.val_metrics.update(preds["isam2"], batch["gt"])
+        return self.painted(batch, preds, primary="isam2")
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()  # already reduced over ranks: the same value everywhere
@@ -315,13 +328,13 @@ class MaskletClassifier(pl.LightningModule):
         has_base = self.trainer.strategy.reduce_boolean_decision(self._saw_base, all=False)
         methods = {}
         for key in METHOD_NAMES if has_base else ("isam2",):
-            methods[METHOD_NAMES[key]] = {
+            methods[self.method_name(key)] = {
                 **self.test_metrics[key].compute(),
                 **self.test_coverage[key].compute(),
             }
             self.test_metrics[key].reset()
             self.test_coverage[key].reset()
-        primary = METHOD_NAMES[self.primary_method]
+        primary = self.method_name(self.primary_method)
         self.test_results = {**methods[primary], "method": primary, "methods": methods}
         for key in ("miou", "fwiou", "mbiou", "mvc8", "mvc16"):
             value = self.test_results.get(key)

@@ -327,6 +327,7 @@ def test_and_report(
     With `timed`, metrics.json has "speed" over the test loop (store building excluded). Returns the
     metrics.json dict (on every rank)."""
     from isam2.metrics import format_table
+    from isam2.metrics.report import paper_columns
 
     out_dir = Path(cfg.paths.output_dir)
     with known_warnings_silenced(), Stopwatch() as clock:
@@ -338,6 +339,7 @@ def test_and_report(
         if checkpoint.is_relative_to(out_dir.resolve()):
             extra["checkpoint"] = str(checkpoint.relative_to(out_dir.resolve()))
     results = {**(model.test_results or {}), **extra}
+    results["paper"] = {name: paper_columns(method) for name, method in results["methods"].items()}
     if timed:
         store = stores["test"]
         frames = sum(store.num_frames(v) for v in store.videos())

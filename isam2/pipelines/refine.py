@@ -24,7 +24,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
     from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
-    from isam2.segment.refine import refine
+    from isam2.metrics.report import paper_columns
+    from isam2.segment.refine import VOTES, refine_video
 
     if not cfg.get("base_pred_dir"):
         raise ConfigError(
@@ -38,6 +39,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data.root": Path(cfg.data.root),
         "masklet store": store_folder(cfg.paths.store_dir, store_identity(cfg, cfg.data.split)),
     }
+    vote = str(cfg.refine.vote)
+    if vote not in VOTES:
+        raise ConfigError(f"refine.vote={vote!r} is not one of {list(VOTES)}")
     check_output_apart(out_dir, "output_dir", inputs)  # before any work: refine never writes over its input
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         print(DEMO_NOTE, flush=True)
@@ -61,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     f"base predictions of video {video.id!r} in {base_dir} are not 8-bit label PNGs"
                 )
             base = torch.from_numpy(base)
-            refined = refine(base, torch.from_numpy(store.id_maps(video.id)))
+            refined = refine_video(base, store, video.id, vote=vote, window=int(cfg.masklets.window))
             for name, frame in zip(video.frame_names, refined.numpy(), strict=True):
                 write_prediction(out_dir / video.id / f"{name}.png", frame)
             gt = torch.from_numpy(video.load_masks())
@@ -70,6 +74,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {name: m.compute() for name, m in metrics.items()}
     measured = "refine loop: reading base and GT PNGs, Eq. 1-2, writing, scoring; store building excluded"
     results["speed"] = speed_record(dataset.num_frames, clock.seconds, len(store), measured)
+    results["vote"] = vote
+    results["paper"] = {name: paper_columns(results[name]) for name in ("base", "refined")}
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
         write_json(path, results)
     table = format_table({"base": results["base"], "SAM2-refiner": results["refined"]})

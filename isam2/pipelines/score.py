@@ -56,6 +56,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     from isam2.data.predictions import check_predictions
     from isam2.files import write_json
     from isam2.metrics import VideoSegmentationMetrics, format_table
+    from isam2.metrics.report import paper_columns
     from isam2.metrics.scoring import score_videos
 
     if cfg.pred_dir is None or str(cfg.pred_dir) == "":
@@ -80,6 +81,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
         "split": str(cfg.data.split),
         "pred_dir": str(pred_dir.resolve()),
     }
+    result["paper"] = paper_columns(result)
     if result["num_invalid_pred"]:
         log.warning(
             "%d prediction pixels hold values outside [0, %d) other than 255; they count as misses",

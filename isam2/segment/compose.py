@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE = 255
+from isam2.constants import VOID as IGNORE
 
 
 def paint(row_class: torch.Tensor, id_maps: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,15 +7,13 @@ one class for the whole window.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from isam2.masklets.store import MaskletStore
+from isam2.constants import VOID as IGNORE
 
-IGNORE = 255
 _BINS = 256  # every uint8 value; 255 is masked out before counting, so it never votes
 VOTES = ("frame", "track")
 
@@ -86,10 +84,9 @@ def refine(
     return torch.where(keep, base, pixel_class)
 
 
-def refine_video(
-    base: torch.Tensor, store: MaskletStore, video_id: str, vote: str, window: int
-) -> torch.Tensor:
-    """`refine` of one video of a masklet store (its id maps and, for vote="track", its rows' track ids).
+def refine_video(base: torch.Tensor, store: Any, video_id: str, vote: str, window: int) -> torch.Tensor:
+    """`refine` of one video of a masklet store (any object with `rows`, `id_maps` and `track`, as
+    isam2.masklets.store.MaskletStore: its id maps and, for vote="track", its rows' track ids).
 
     `window` is the store's keyframe window (cfg.masklets.window)."""
     rows = store.rows(video_id)

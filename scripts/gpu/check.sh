@@ -4,7 +4,7 @@
 # issue's GPU settings (Hiera-L, 1024 px, 480x854, window 32, bf16; K=50, 10, 0 seeded objects, plus the AMG
 # per keyframe at the paper's thresholds and a profile that shows which attention kernel runs). Every
 # figure goes under $OUT; the last lines are the ratio lines.
-#   here:   ../shared/gpu/make_wheels.sh .venv/bin/python   (add pytest's wheel to .whl/ as well)
+#   here:   build a wheelhouse in .whl/ of every dependency pyproject declares, plus pytest (pip wheel -w .whl ...)
 #   device: bash scripts/gpu/check.sh                        (carry .whl)
 set -uo pipefail
 OUT=${OUT:-/tmp/isam2-gpu}
