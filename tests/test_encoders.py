@@ -196,16 +196,16 @@ def test_module_encoder_checks_declared_widths(tmp_path):
 
 
 TINY_SEGFORMER = [
-    "+encoder=segformer",
+    "encoder=segformer",
     "encoder.segformer.variant=b0",
     "encoder.segformer.input_size=64",
-    "+encoder.segformer.config={depths:[1,1,1,1],hidden_sizes:[8,16,24,32],num_attention_heads:[1,1,1,1]}",
+    "++encoder.segformer.config={depths:[1,1,1,1],hidden_sizes:[8,16,24,32],num_attention_heads:[1,1,1,1]}",
     "encoder.segformer.device=cpu",
 ]
 TINY_SAM2_DINOV2 = [
-    "+encoder=[sam2,dinov2]",
+    "encoder=[sam2,dinov2]",
     "encoder.dinov2.input_size=56",
-    "+encoder.dinov2.config={hidden_size:16,num_hidden_layers:1,num_attention_heads:2,intermediate_size:32,patch_size:14}",
+    "++encoder.dinov2.config={hidden_size:16,num_hidden_layers:1,num_attention_heads:2,intermediate_size:32,patch_size:14}",
     "encoder.dinov2.device=cpu",
 ]
 
@@ -236,24 +236,17 @@ def test_train_end_to_end_with_other_encoders(tmp_path_factory, name, encoders, 
     assert hparams["feature_dim"] == dim
     assert [e["name"] for e in hparams["feature_identity"]["encoders"]] == [e for e in name.split("_")]
     stores = list((shared / "stores").iterdir())
-    assert all((s / "manifest.json").is_file() for s in stores) and len(stores) == 3  # train, val, test
+    # train (its held-out videos are the selection split) and test
+    assert all((s / "manifest.json").is_file() for s in stores) and len(stores) == 2
 
 
-def test_experiments_compose_with_their_encoders(tmp_path):
-    """The I-CFFM rows and the beyond-the-paper experiments, composed with `- encoder: [sam2]` in train's
-    defaults (added to a copy of conf/ when the entry point does not list it yet)."""
-    import shutil
-
+def test_experiments_compose_with_their_encoders():
+    """The I-CFFM rows and the beyond-the-paper experiments select their encoders (train's default: [sam2])."""
     from hydra import compose, initialize_config_dir
 
     from tests.train_helpers import REPO
 
-    conf = shutil.copytree(REPO / "conf", tmp_path / "conf")
-    train = (conf / "train.yaml").read_text()
-    if "- encoder:" not in train:
-        (conf / "train.yaml").write_text(
-            train.replace("  - masklets: gt\n", "  - masklets: gt\n  - encoder: [sam2]\n")
-        )
+    conf = REPO / "conf"
     expected = {
         "isam2_fusion": (["sam2", "base_histogram"], "none"),
         "isam2_dinov2": (["sam2", "dinov2"], "none"),

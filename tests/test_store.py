@@ -643,12 +643,12 @@ def test_adding_an_encoder_reuses_the_masklets_and_concatenates_in_order(tmp_pat
         "sam2",
         "masklets",
     }  # the default keeps the identity of sam2 stores
-    both = ensure_store(make_cfg(tmp_path, "stores", "+encoder=[module,sam2]", *MODULE_ENCODER), "val")
+    both = ensure_store(make_cfg(tmp_path, "stores", "encoder=[module,sam2]", *MODULE_ENCODER), "val")
     assert fake_source.videos_done == 3  # no masklet source ran again: only the encoder pass
     assert both.path == plain.path and both.dim == 3 + plain.dim and len(both) == len(plain)
     np.testing.assert_array_equal(both.features[:, 3:], plain.features)
     assert [e["name"] for e in both.feature_identity["encoders"]] == ["module", "sam2"]
-    swapped = ensure_store(make_cfg(tmp_path, "stores", "+encoder=[sam2,module]", *MODULE_ENCODER), "val")
+    swapped = ensure_store(make_cfg(tmp_path, "stores", "encoder=[sam2,module]", *MODULE_ENCODER), "val")
     np.testing.assert_array_equal(swapped.features[:, : plain.dim], plain.features)
     np.testing.assert_array_equal(swapped.features[:, plain.dim :], both.features[:, :3])
     assert pickle.loads(pickle.dumps(swapped)).dim == swapped.dim
