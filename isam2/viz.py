@@ -13,14 +13,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: runs, tests and notebooks without a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from isam2.errors import ISAM2Error  # noqa: E402
-
-VOID = 255  # GT void and "no prediction" in label maps (isam2.metrics.labels.NONE)
+from isam2.errors import ISAM2Error
+from isam2.metrics.labels import NONE as VOID  # GT void and "no prediction" in label maps
 TABLE_METRICS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
 OUTLINE_COLOUR = np.array([255, 255, 0], np.uint8)  # masklet borders: yellow shows on most scenes
 RUNS_ENV = "ISAM2_RUN_DIR"
