@@ -20,6 +20,7 @@ from matplotlib.patches import Patch
 
 from isam2.errors import ISAM2Error
 from isam2.metrics.labels import NONE as VOID  # GT void and "no prediction" in label maps
+
 TABLE_METRICS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
 OUTLINE_COLOUR = np.array([255, 255, 0], np.uint8)  # masklet borders: yellow shows on most scenes
 RUNS_ENV = "ISAM2_RUN_DIR"
