@@ -10,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: runs, tests and notebooks without a display
-
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: F401  (in a notebook kernel, importing pyplot sets up figure display)
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -26,12 +23,20 @@ OUTLINE_COLOUR = np.array([255, 255, 0], np.uint8)  # masklet borders: yellow sh
 RUNS_ENV = "ISAM2_RUN_DIR"
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """(figure, axes) outside pyplot's figure manager: nothing to close, no second copy shown at the end of a
+    notebook cell, and rendered by Agg when saved, with or without a display."""
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
 # ---- colours and label-map overlays -------------------------------------------------------------------
 def class_colours(num_classes: int = 256) -> np.ndarray:
     """[num_classes, 3] uint8 colours, fixed per class id (the same class has the same colour in every plot)."""
     rng = np.random.default_rng(0)
     colours = rng.integers(40, 256, size=(max(num_classes, 1), 3)).astype(np.uint8)
-    base = (np.asarray(plt.get_cmap("tab20").colors) * 255).astype(np.uint8)
+    base = (np.asarray(matplotlib.colormaps["tab20"].colors) * 255).astype(np.uint8)
     colours[: min(len(base), num_classes)] = base[: min(len(base), num_classes)]
     return colours
 
@@ -78,7 +83,7 @@ def overlay(
     image = overlay_image(frame, label_map, alpha, void)
     if id_map is not None:
         image = masklet_outline_image(image, id_map)
-    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.6))
+    fig, ax = new_figure(figsize=(6, 6 * image.shape[0] / image.shape[1] + 0.6))
     ax.imshow(image, interpolation="nearest")
     ax.set_axis_off()
     if title:
@@ -118,7 +123,7 @@ def masklet_outline_image(frame: np.ndarray, id_map: np.ndarray) -> np.ndarray:
 def masklet_outlines(frame: np.ndarray, id_map: np.ndarray, title: str | None = None) -> Figure:
     """The frame with the borders of its masklets (id map: masklet per pixel, -1 = none)."""
     image = masklet_outline_image(frame, id_map)
-    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    fig, ax = new_figure(figsize=(6, 6 * image.shape[0] / image.shape[1]))
     ax.imshow(image, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title or f"{len(np.unique(id_map[id_map >= 0]))} masklets")
@@ -140,7 +145,7 @@ def per_class_iou_bars(
         {i for values in series.values() for i, v in enumerate(values) if v is not None},
         key=lambda i: -(first[i] if i < len(first) and first[i] is not None else -1.0),
     )
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.3 * max(len(classes), 1) * max(len(series), 1) ** 0.5))
+    fig, ax = new_figure(figsize=(7, 0.6 + 0.3 * max(len(classes), 1) * max(len(series), 1) ** 0.5))
     height = 0.8 / len(series)
     y = np.arange(len(classes))
     for k, (method, values) in enumerate(series.items()):
@@ -195,7 +200,7 @@ def confusion_matrix_plot(
     columns = classes + ([num_classes] if m.shape[1] > num_classes else [])
     share = normalised_rows(m)[np.ix_(classes, columns)]
     names = [class_name(class_names, c) for c in classes]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(columns), 1.2 + 0.5 * len(classes)))
+    fig, ax = new_figure(figsize=(1.5 + 0.55 * len(columns), 1.2 + 0.5 * len(classes)))
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(
         range(len(columns)), names + ["none"] * (len(columns) - len(classes)), rotation=45, ha="right"
@@ -256,7 +261,7 @@ def store_statistics(store: Any, videos: Iterable[str] | None = None) -> dict[st
 
 def store_statistics_plot(stats: Mapping[str, Any]) -> Figure:
     """Four histograms of `store_statistics`: masklets per frame, coverage per frame, area, purity."""
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+    fig, axes = new_figure(1, 4, figsize=(14, 3))
     panels = [
         ("masklets_per_frame", "masklets per frame", None),
         ("coverage_per_frame", "coverage per frame", (0, 1)),
@@ -366,6 +371,15 @@ def run_folders(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def swept_keys(run_dirs: Iterable[str | os.PathLike]) -> list[str]:
+    """The override keys whose values differ between the runs (a sweep's swept keys), in first-seen order."""
+    per_run = [
+        dict(o.lstrip("+~").partition("=")[::2] for o in run_overrides(r)) for r in run_folders(run_dirs)
+    ]
+    keys = dict.fromkeys(k for overrides in per_run for k in overrides)
+    return [k for k in keys if len({overrides.get(k) for overrides in per_run}) > 1]
+
+
 def metrics_table(run_dirs: Iterable[str | os.PathLike], swept: Sequence[str] = ()) -> list[dict[str, Any]]:
     """One row per (run, method): run, method, each `swept` key's value, and miou/fwiou/mbiou/mvc8/mvc16
     (fractions, None where undefined). Accepts run folders and multirun folders."""
@@ -395,7 +409,7 @@ def compare_runs_plot(
 ) -> Figure:
     """`metrics_table` rows as a plot of `metric` (%): against the swept `key` (one line per method, points in
     key order) or, without a key, one bar per run and method."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     if key is not None:
         for method in dict.fromkeys(r["method"] for r in rows):
             points = sorted(
@@ -486,7 +500,7 @@ def frames_figure(
     names = class_names if class_names is not None else dataset.class_names
     by_id = {v.id: v for v in dataset}
     colours = class_colours(256)
-    fig, axes = plt.subplots(max(len(frames), 1), 2, figsize=(10, 3.2 * max(len(frames), 1)), squeeze=False)
+    fig, axes = new_figure(max(len(frames), 1), 2, figsize=(10, 3.2 * max(len(frames), 1)), squeeze=False)
     for row, score in zip(axes, frames):
         video = by_id[score.video]
         image, gt = video.load_frame(score.index), video.load_mask(score.index)

@@ -178,8 +178,6 @@ class WandbMedia(Callback):
     def _write_and_log(
         self, trainer: pl.Trainer, matrix: np.ndarray, per_class_iou: list[float | None]
     ) -> None:
-        import matplotlib.pyplot as plt
-
         from isam2 import viz
 
         names = self._names(trainer, matrix.shape[0])
@@ -205,8 +203,6 @@ class WandbMedia(Callback):
         loggers = wandb_loggers(trainer.loggers)
         if loggers:
             self._log_wandb(loggers, trainer, figures, per_class_iou, names)
-        for fig in figures.values():
-            plt.close(fig)
 
     def _log_wandb(
         self,
