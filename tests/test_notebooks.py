@@ -53,6 +53,7 @@ def refine_run(dashboard_run: Path) -> Path:
         [
             "data=synthetic",
             "masklets=gt",
+            "masklets.pooling.levels=[2]",  # the train run's (experiment=demo): its test store is reused
             *data,
             "data.split=test",
             f"base_pred_dir={dashboard_run / 'predictions'}",

@@ -200,3 +200,65 @@ if __name__ == "__main__":
     from isam2.cli import hydra_entry
 
     hydra_entry("train")(train_with_wandb)()
+
+
+def _painted_videos(seed: int = 0) -> list[Any]:
+    import numpy as np
+    import torch
+
+    from isam2.model.batches import PaintedVideo
+
+    rng = np.random.default_rng(seed)
+    videos = []
+    for v in range(3):
+        gt = torch.from_numpy(rng.choice([0, 1, 2, 255], size=(3, 8, 12)).astype(np.uint8))
+        pred = torch.from_numpy(rng.choice([0, 1, 2, 255], size=(3, 8, 12)).astype(np.uint8))
+        ids = torch.from_numpy(rng.integers(-1, 3, size=(3, 8, 12)))
+        names = [f"{t:05d}" for t in range(3)]
+        videos.append(PaintedVideo(f"v{v}", names, gt, ids, {"isam2": pred}, "isam2"))
+    return videos
+
+
+def _run_callback(videos: list[Any], output_dir: Path) -> Any:
+    from types import SimpleNamespace
+
+    import torch
+
+    from isam2.callbacks.wandb_media import WandbMedia
+
+    trainer = SimpleNamespace(
+        global_rank=0, loggers=[], checkpoint_callbacks=[], default_root_dir=str(output_dir)
+    )
+    module = SimpleNamespace(hparams=SimpleNamespace(num_classes=3), device=torch.device("cpu"))
+    callback = WandbMedia(num_overlays=2, class_names=["sky", "grass", "road"])
+    callback.on_test_epoch_start(trainer, module)
+    for i, video in enumerate(videos):
+        callback.on_test_batch_end(trainer, module, video, {}, i)
+    callback.on_test_end(trainer, module)
+    return callback
+
+
+def test_media_callback_without_wandb_writes_figures_of_a_fixed_sample(tmp_path):
+    """No WandbLogger: PNGs only. The confusion sums every video; the overlay frames are the same whatever
+    order the videos come in."""
+    import numpy as np
+
+    from isam2.callbacks.wandb_media import frame_key
+
+    videos = _painted_videos()
+    forward = _run_callback(videos, tmp_path / "a")
+    backward = _run_callback(videos[::-1], tmp_path / "b")
+    expected = np.zeros((3, 4), np.int64)
+    for video in videos:
+        for p, g in zip(video.predictions["isam2"].numpy().ravel(), video.gt.numpy().ravel()):
+            if g != 255:
+                expected[g, p if p < 3 else 3] += 1
+    assert np.array_equal(forward.confusion.compute().numpy(), expected)
+    keys = sorted((frame_key(0, v.video, f), v.video, f) for v in videos for f in v.frame_names)[:2]
+    chosen = [f"overlay_{video}_{frame}_prediction" for _, video, frame in keys]
+    assert [n for n in forward.figures if n.endswith("_prediction")] == chosen
+    assert list(forward.figures) == list(backward.figures)
+    assert all(path.is_file() for path in forward.figures.values())
+    assert sorted(p.name for p in (tmp_path / "a" / "figures").iterdir()) == sorted(
+        f"{n}.png" for n in forward.figures
+    )
