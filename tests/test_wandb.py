@@ -154,8 +154,16 @@ def test_offline_run_holds_the_table_figures_and_summary(wandb_run):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     table = history["test/per_class_iou_table"]
     assert table["_type"] == "table-file" and table["ncols"] == 3
-    # one row per class with an IoU in metrics.json
-    assert table["nrows"] == sum(v is not None for v in metrics["per_class_iou"])
+    # one row per class with an IoU in metrics.json: its id, its NAME and that IoU
+    offline = next((run_dir / "wandb").glob("offline-run-*"))
+    rows = json.loads((offline / "files" / table["path"]).read_text())["data"]
+    names = json.loads((run_dir.parent / "data" / "label_num_dic_final.json").read_text())
+    by_id = {raw - 1: name for name, raw in names.items()}
+    expected = [
+        [i, by_id.get(i, f"class_{i}"), v] for i, v in enumerate(metrics["per_class_iou"]) if v is not None
+    ]
+    assert [r[:2] for r in rows] == [e[:2] for e in expected] and "grass" in {r[1] for r in rows}
+    assert [r[2] for r in rows] == pytest.approx([e[2] for e in expected])
     for key in ("test/confusion_matrix", "test/per_class_iou"):
         assert history[key]["_type"] == "image-file", key
     assert history["test/overlays"]["_type"] == "images/separated" and history["test/overlays"]["count"] == 4

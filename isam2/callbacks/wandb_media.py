@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from isam2.metrics.confusion import ClassConfusion
+from isam2.metrics.confusion import ClassConfusion, per_class_iou
 
 SUMMARY_METRICS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
 
@@ -152,10 +152,10 @@ class WandbMedia(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.confusion is None:
             return
-        matrix = self.confusion.compute().cpu().numpy()  # every rank: the sync is collective
-        per_class_iou = self.confusion.per_class_iou()
+        matrix = self.confusion.compute().cpu()  # every rank: the sum over ranks is collective
+        ious = per_class_iou(matrix)
         if trainer.global_rank == 0:
-            self._write_and_log(trainer, matrix, per_class_iou)
+            self._write_and_log(trainer, matrix.numpy(), ious)
 
     def _names(self, trainer: pl.Trainer, num_classes: int) -> list[str]:
         if self.class_names is not None:
@@ -175,16 +175,14 @@ class WandbMedia(Callback):
                 return candidate.load_frame(index)
         return np.full((*shape, 3), 128, np.uint8)
 
-    def _write_and_log(
-        self, trainer: pl.Trainer, matrix: np.ndarray, per_class_iou: list[float | None]
-    ) -> None:
+    def _write_and_log(self, trainer: pl.Trainer, matrix: np.ndarray, ious: list[float | None]) -> None:
         from isam2 import viz
 
         names = self._names(trainer, matrix.shape[0])
         folder = (self.output_dir or Path(trainer.default_root_dir)) / "figures"
         figures = {
             "confusion_matrix": viz.confusion_matrix_plot(matrix, names, self.top_k),
-            "per_class_iou": viz.per_class_iou_bars(per_class_iou, names),
+            "per_class_iou": viz.per_class_iou_bars(ious, names),
         }
         for _, video, frame, index, pred, gt, id_map in self.samples:
             image = self._frame(trainer, video, index, pred.shape)
@@ -202,19 +200,19 @@ class WandbMedia(Callback):
             self.figures[name] = path
         loggers = wandb_loggers(trainer.loggers)
         if loggers:
-            self._log_wandb(loggers, trainer, figures, per_class_iou, names)
+            self._log_wandb(loggers, trainer, figures, ious, names)
 
     def _log_wandb(
         self,
         loggers: list[Any],
         trainer: pl.Trainer,
         figures: Mapping[str, Any],
-        per_class_iou: list[float | None],
+        ious: list[float | None],
         names: list[str],
     ) -> None:
         import wandb
 
-        rows = [[i, names[i], v] for i, v in enumerate(per_class_iou) if v is not None]
+        rows = [[i, names[i], v] for i, v in enumerate(ious) if v is not None]
         media: dict[str, Any] = {
             "test/per_class_iou_table": wandb.Table(columns=["class_id", "class", "iou"], data=rows),
             "test/confusion_matrix": wandb.Image(str(self.figures["confusion_matrix"])),

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics import Metric
 
-from isam2.metrics.iou import confusion_matrix, iou_scores
-from isam2.metrics.labels import check_num_classes, frame_chunks, label_pair
+from isam2.metrics.iou import SegmentationIoU, iou_scores
 
 
-class ClassConfusion(Metric):
+class ClassConfusion(SegmentationIoU):
     """Pixel counts [C, C+1] over uint8 label maps: row = GT class, column = predicted class, and the last
     column ("none") counts predictions outside [0, C): 255 (no masklet) and any other invalid value.
     GT void (255, or any value outside [0, C)) is ignored. `update(pred, gt)` takes [T,H,W] or [H,W] maps.
 
-    The state is the full confusion matrix of `isam2.metrics.iou.confusion_matrix` (GT void row included), so
-    `per_class_iou()` gives exactly the per-class IoU of `SegmentationIoU` on the same pixels."""
+    The state is SegmentationIoU's full confusion matrix (`isam2.metrics.iou.confusion_matrix`, int64,
+    sum-reduced over ranks); `per_class_iou()` gives exactly the per-class IoU of metrics.json."""
 
-    full_state_update = False
-    is_differentiable = False
-
-    def __init__(self, num_classes: int = 124, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = check_num_classes(num_classes)
-        c = self.num_classes
-        self.add_state("confmat", torch.zeros(c + 1, c + 2, dtype=torch.int64), dist_reduce_fx="sum")
-
-    def update(self, pred, gt) -> None:
-        pred, gt = label_pair(pred, gt, self.num_classes, self.device)
-        for s in frame_chunks(gt.shape[0], gt[0].numel()):
-            self.confmat += confusion_matrix(pred[s], gt[s], self.num_classes)
+    higher_is_better = None
 
     def compute(self) -> torch.Tensor:
         """int64 [C, C+1]: GT classes x (predicted classes, then "none")."""
@@ -39,5 +25,15 @@ class ClassConfusion(Metric):
         return torch.cat([valid[:, 1 : c + 1], none[:, None]], dim=1)
 
     def per_class_iou(self) -> list[float | None]:
-        """IoU of each class (None where its union is empty), as in metrics.json's `per_class_iou`."""
-        return iou_scores(self.confmat)["per_class_iou"]
+        """IoU of each class (None where its union is empty), as in metrics.json's `per_class_iou`; summed over
+        ranks like `compute()`."""
+        return per_class_iou(self.compute())
+
+
+def per_class_iou(matrix: torch.Tensor) -> list[float | None]:
+    """Per-class IoU of a [C, C+1] `ClassConfusion` matrix, by `iou_scores` (the metrics.json numbers)."""
+    c = matrix.shape[0]
+    full = torch.zeros(c + 1, c + 2, dtype=torch.int64)  # iou_scores' layout: column 0 = none, 1..C = classes
+    full[:c, 1 : c + 1] = matrix[:, :c].cpu()
+    full[:c, 0] = matrix[:, c].cpu()
+    return iou_scores(full)["per_class_iou"]
