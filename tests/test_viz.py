@@ -171,3 +171,10 @@ def test_worst_frames_are_those_with_the_lowest_frame_miou(tmp_path):
     assert [w.miou for w in worst] == pytest.approx([v for _, v in ranked])
     fig = viz.frames_figure(tmp_path / "pred", dataset, worst)
     assert len(fig.axes) == 6
+
+
+def test_swept_keys_are_the_overrides_that_differ(tmp_path):
+    for job, window in enumerate([16, 8]):
+        run = _fake_run(tmp_path / "multirun" / str(job), window, {"I-SAM2": 0.1})
+        (run / ".hydra" / "overrides.yaml").write_text(f"- masklets.window={window}\n- seed=3\n")
+    assert viz.swept_keys([tmp_path / "multirun"]) == ["masklets.window"]
