@@ -145,7 +145,17 @@ def test_offline_run_is_named_tagged_and_grouped(wandb_run):
     saved = _saved_config(run_dir)
     assert run["job_type"] == "train" and run["group"] == saved["data"]["name"] == "synthetic"
     assert sorted(run["tags"]) == ["test", "tiny"]
-    assert run["name"].startswith("train-synthetic-") and "trainer.max_epochs=" in run["name"]
+    # the overrides that say what the run does, not where its files are
+    assert run["name"].startswith("train-synthetic[") and "trainer.max_epochs=3" in run["name"]
+    assert "data.root" not in run["name"] and "paths.store_dir" not in run["name"]
+
+
+def test_run_names_keep_what_a_job_does():
+    from isam2.callbacks.wandb_media import run_name
+
+    overrides = ["data.root=/d", "+tags=[a]", "model.optimizer.lr=0.01", "seed=2", "paths.store_dir=/s"]
+    assert run_name("train-vspw", overrides) == "train-vspw[model.optimizer.lr=0.01,seed=2]"
+    assert run_name("train-vspw", ["hydra.run.dir=/r"]) == "train-vspw"
 
 
 def test_offline_run_holds_the_table_figures_and_summary(wandb_run):

@@ -26,6 +26,35 @@ def wandb_loggers(loggers: Iterable[Any]) -> list[Any]:
     return [lg for lg in loggers if isinstance(lg, WandbLogger)]
 
 
+# Overrides left out of run names: where things are, not what the run does (they would only make names long).
+NAME_EXCLUDED = (
+    "data.root",
+    "paths.",
+    "hydra.",
+    "sam2.checkpoint",
+    "ckpt_path",
+    "base_pred_dir",
+    "output_dir",
+)
+NAME_EXCLUDED += ("logger", "callbacks", "tags", "data.generate.")
+
+
+def run_name(base: str, overrides: Iterable[str]) -> str:
+    """`base` plus the job's overrides that say what it does, e.g. `train-vspw_isam2[model.lr=0.001,seed=1]`."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(NAME_EXCLUDED)]
+    return f"{base}[{','.join(kept)}]" if kept else base
+
+
+def wandb_logger(name: str, **kwargs: Any) -> Any:
+    """Lightning's WandbLogger, named `run_name(name, <this Hydra job's overrides>)` (a sweep's jobs are told
+    apart by their swept values); outside a Hydra job, just `name`."""
+    from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.loggers import WandbLogger
+
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return WandbLogger(name=run_name(name, overrides), **kwargs)
+
+
 @rank_zero_only
 def log_config(loggers: Iterable[Any], cfg: Any) -> None:
     """The full resolved config (data, sam2, masklets, trainer, ...) as every logger's hyperparameters."""
