@@ -280,3 +280,23 @@ def test_media_callback_without_wandb_writes_figures_of_a_fixed_sample(tmp_path)
     assert sorted(p.name for p in (tmp_path / "a" / "figures").iterdir()) == sorted(
         f"{n}.png" for n in forward.figures
     )
+
+
+def test_finish_wandb_ends_the_active_run(monkeypatch):
+    """Each job of a sweep gets a run of its own only if the previous job's run is finished (a stand-in wandb
+    module: a real offline run costs ~10 s of service start-up; the dashboard run covers the real one)."""
+    import sys
+    from types import SimpleNamespace
+
+    from isam2.callbacks.wandb_media import finish_wandb
+
+    finished = []
+    fake = SimpleNamespace(run=object(), finish=lambda: (finished.append(True), setattr(fake, "run", None)))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    finish_wandb()
+    assert finished == [True] and fake.run is None
+    finish_wandb()  # no active run: nothing to finish
+    assert finished == [True]
+    monkeypatch.delitem(sys.modules, "wandb")
+    finish_wandb()  # wandb never imported: nothing to do, and no import of it
+    assert "wandb" not in sys.modules
