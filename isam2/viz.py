@@ -192,20 +192,21 @@ def confusion_matrix_plot(
     matrix: np.ndarray, class_names: Sequence[str] | None, top_k: int = 10, title: str | None = None
 ) -> Figure:
     """The confusion matrix normalised per GT row, restricted to the classes of the top_k confusions (so it stays
-    readable at 124 classes); a [C, C+1] matrix keeps its "none" column (pixels no masklet predicted).
-    Cells show the share of the GT row in percent."""
+    readable at 124 classes); a [C, C+1] matrix keeps its "none" column (pixels no masklet predicted). Rows are
+    the classes with ground-truth pixels; cells show the share of the GT row in percent."""
     m = np.asarray(matrix)
     num_classes = m.shape[0]
     classes = confusion_classes(m, top_k) or sorted(int(c) for c in np.flatnonzero(m.sum(1)))[:top_k]
     columns = classes + ([num_classes] if m.shape[1] > num_classes else [])
-    share = normalised_rows(m)[np.ix_(classes, columns)]
-    names = [class_name(class_names, c) for c in classes]
-    fig, ax = new_figure(figsize=(1.5 + 0.55 * len(columns), 1.2 + 0.5 * len(classes)))
+    rows = [c for c in classes if m[c].sum() > 0]  # a class only predicted has no GT row to show
+    share = normalised_rows(m)[np.ix_(rows, columns)]
+    names = [class_name(class_names, c) for c in columns if c < num_classes]
+    fig, ax = new_figure(figsize=(1.5 + 0.55 * len(columns), 1.2 + 0.5 * len(rows)))
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(
         range(len(columns)), names + ["none"] * (len(columns) - len(classes)), rotation=45, ha="right"
     )
-    ax.set_yticks(range(len(classes)), names)
+    ax.set_yticks(range(len(rows)), [class_name(class_names, c) for c in rows])
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     for (i, j), v in np.ndenumerate(share):

@@ -93,6 +93,12 @@ def test_confusion_plot_keeps_the_top_confusions_normalised_per_row():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["sky", "grass", "none"]
     expected = [[50 / 65, 10 / 65, 5 / 65], [0, 1, 0]]
     assert np.allclose(ax.images[0].get_array(), expected)
+    # "road" is only predicted (no GT pixel): a column, but no row
+    only_predicted = np.array([[6, 0, 4, 0], [0, 3, 0, 0], [0, 0, 0, 0]])
+    ax = viz.confusion_matrix_plot(only_predicted, NAMES[:3], top_k=3).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["sky"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["sky", "road", "none"]
+    assert np.allclose(ax.images[0].get_array(), [[0.6, 0.4, 0.0]])
 
 
 def test_store_statistics_match_the_ground_truth_of_a_toy_store(tmp_path):
