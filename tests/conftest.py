@@ -6,6 +6,7 @@ Tests that change its `pooling_levels` must restore them (use the `tiny_backbone
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,3 +48,17 @@ def toy_video(T: int = 5, H: int = 64, W: int = 96, seed: int = 0) -> tuple[np.n
     gt[:, :3, :3] = 255
     noise = rng.integers(-12, 13, frames.shape)
     return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8), gt
+
+
+@pytest.fixture(scope="session")
+def dashboard_run(tmp_path_factory) -> Path:
+    """One tiny training run with offline wandb and the WandbMedia callback (figures/, wandb/offline-run-*),
+    shared by the wandb and notebook tests: `python -m tests.test_wandb` (isam2.train plus the pipelines'
+    wandb calls) with `tiny_overrides`."""
+    from tests.test_wandb import WANDB_OVERRIDES
+    from tests.train_helpers import run_cli, tiny_overrides
+
+    tmp = tmp_path_factory.mktemp("dashboard")
+    overrides = [o for o in tiny_overrides(tmp) if o != "logger=csv"]
+    run_cli("tests.test_wandb", [*overrides, *WANDB_OVERRIDES], env={"WANDB_DIR": str(tmp / "wandb")})
+    return tmp / "run"
