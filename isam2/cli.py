@@ -44,7 +44,12 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             apply_tf32(
                 cfg.get("sam2")
             )  # process-wide, so set here for every command, never by a library object
-            return task(cfg)
+            try:
+                return task(cfg)
+            finally:
+                from isam2.callbacks.wandb_media import finish_wandb
+
+                finish_wandb()  # each job of a multirun is a wandb run of its own
 
         main = hydra.main(version_base="1.3", config_path="../conf", config_name=config_name)(
             user_errors_exit(checked)

@@ -52,13 +52,12 @@ def toy_video(T: int = 5, H: int = 64, W: int = 96, seed: int = 0) -> tuple[np.n
 
 @pytest.fixture(scope="session")
 def dashboard_run(tmp_path_factory) -> Path:
-    """One tiny training run with offline wandb and the WandbMedia callback (figures/, wandb/offline-run-*),
-    shared by the wandb and notebook tests: `python -m tests.test_wandb` (isam2.train plus the pipelines'
-    wandb calls) with `tiny_overrides`."""
+    """One tiny `python -m isam2.train` with offline wandb (figures/, wandb/offline-run-*), shared by the
+    wandb and notebook tests."""
     from tests.test_wandb import WANDB_OVERRIDES
     from tests.train_helpers import run_cli, tiny_overrides
 
     tmp = tmp_path_factory.mktemp("dashboard")
     overrides = [o for o in tiny_overrides(tmp) if o != "logger=csv"]
-    run_cli("tests.test_wandb", [*overrides, *WANDB_OVERRIDES], env={"WANDB_DIR": str(tmp / "wandb")})
+    run_cli("isam2.train", [*overrides, *WANDB_OVERRIDES], env={"WANDB_DIR": str(tmp / "wandb")})
     return tmp / "run"

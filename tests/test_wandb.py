@@ -1,8 +1,4 @@
-"""An offline wandb training run, read back from its run file: config, name/tags/group, table, images, summary, artifacts.
-
-Run as a module (`python -m tests.test_wandb <overrides>`), this file is the training entry the test uses:
-`python -m isam2.train` plus the wandb calls the pipelines make (the full config, artifacts, `wandb.finish`).
-"""
+"""An offline wandb training run, read back from its run file: config, name/tags/group, table, images, summary, artifacts."""
 
 from __future__ import annotations
 
@@ -15,39 +11,11 @@ import pytest
 
 WANDB_OVERRIDES = [
     "logger=wandb",
-    "+callbacks.wandb_media._target_=isam2.callbacks.wandb_media.WandbMedia",
-    "+callbacks.wandb_media.num_overlays=2",
     "+tags=[tiny,test]",
 ]
 HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)  # wandb's transaction log: magic, key 0xBEE1, version 0
 BLOCK = 32 * 1024  # the LevelDB log format: 32 KiB blocks of records, 7-byte record headers
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
-
-
-def train_with_wandb(cfg: Any) -> dict[str, Any]:
-    """`isam2.model.runner.train` with what the pipelines add around it: the full resolved config logged
-    once the Trainer exists, the head checkpoint and metrics.json as artifacts, and `wandb.finish`."""
-    from isam2.callbacks.wandb_media import finish_wandb, log_config, log_run_artifacts
-    from isam2.model import runner
-
-    built: list[Any] = []
-    build_trainer = runner.build_trainer
-
-    def build_and_log(*args: Any, **kwargs: Any) -> Any:
-        trainer = build_trainer(*args, **kwargs)
-        log_config(trainer.loggers, cfg)
-        built.append(trainer)
-        return trainer
-
-    runner.build_trainer = build_and_log
-    try:
-        results = runner.train(cfg)
-        out = Path(cfg.paths.output_dir)
-        log_run_artifacts(built[0].loggers, out / results["checkpoint"], out / "metrics.json")
-        return results
-    finally:
-        runner.build_trainer = build_trainer
-        finish_wandb()
 
 
 def read_wandb_records(path: Path) -> list[Any]:
@@ -176,10 +144,10 @@ def test_offline_run_holds_the_table_figures_and_summary(wandb_run):
     assert [r[2] for r in rows] == pytest.approx([e[2] for e in expected])
     for key in ("test/confusion_matrix", "test/per_class_iou"):
         assert history[key]["_type"] == "image-file", key
-    assert history["test/overlays"]["_type"] == "images/separated" and history["test/overlays"]["count"] == 4
+    assert history["test/overlays"]["_type"] == "images/separated" and history["test/overlays"]["count"] == 8
     assert summary["final/miou"] == pytest.approx(metrics["miou"])
     assert summary["final/I-SAM2/miou"] == pytest.approx(metrics["methods"]["I-SAM2"]["miou"])
-    best = summary["best/val/miou"]
+    best = summary["best/selection/miou"]
     assert 0.0 <= best <= 1.0 and summary["best/checkpoint"].endswith(Path(metrics["checkpoint"]).name)
     assert f"miou{best:.4f}" in metrics["checkpoint"]  # the monitored score the checkpoint is named after
 
@@ -199,7 +167,7 @@ def test_figures_are_saved_without_wandb_too(wandb_run):
     figures = sorted(p.name for p in (run_dir / "figures").glob("*.png"))
     assert "confusion_matrix.png" in figures and "per_class_iou.png" in figures
     overlays = [f for f in figures if f.startswith("overlay_")]
-    assert len(overlays) == 4 and {f.rsplit("_", 1)[-1] for f in overlays} == {"prediction.png", "truth.png"}
+    assert len(overlays) == 8 and {f.rsplit("_", 1)[-1] for f in overlays} == {"prediction.png", "truth.png"}
     for name in figures:
         with Image.open(run_dir / "figures" / name) as im:
             assert im.width > 100 and im.height > 100
@@ -212,12 +180,6 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
     cfg.paths.output_dir = str(run_dir)  # ${hydra:runtime.output_dir} needs Hydra's runtime
     del cfg["logger"]  # its name holds ${hydra:job.override_dirname}, also Hydra's runtime
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-if __name__ == "__main__":
-    from isam2.cli import hydra_entry
-
-    hydra_entry("train")(train_with_wandb)()
 
 
 def _painted_videos(seed: int = 0) -> list[Any]:

@@ -150,7 +150,7 @@ class WandbMedia(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        painted = outputs if outputs is not None else self._painted(pl_module, batch)
+        painted = outputs  # MaskletClassifier.test_step's PaintedVideo
         pred = painted.predictions[painted.primary]
         self.confusion.update(pred, painted.gt)
         if trainer.global_rank != 0:
@@ -161,21 +161,6 @@ class WandbMedia(Callback):
                 maps = (pred[index], painted.gt[index], painted.id_maps[index])
                 sample = (key, painted.video, frame, index, *(m.cpu().numpy() for m in maps))
                 self.samples = sorted([*self.samples, sample], key=lambda s: s[0])[: self.num_overlays]
-
-    @staticmethod
-    def _painted(pl_module: pl.LightningModule, batch: Mapping[str, Any]) -> Any:
-        """The PaintedVideo of a test step that returned none (MaskletClassifier before test_step returned it)."""
-        from isam2.model.batches import PaintedVideo
-
-        _, predictions = pl_module.predict_video(batch)
-        return PaintedVideo(
-            video=batch["video"],
-            frame_names=list(batch["frame_names"]),
-            gt=batch["gt"],
-            id_maps=batch["id_maps"],
-            predictions=predictions,
-            primary=pl_module.primary_method,
-        )
 
     # ---- figures and logging -------------------------------------------------------------------------
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -143,11 +143,14 @@ def resume_checkpoint(cfg: DictConfig, trainer: Any) -> str | None:
 
 
 def stage_callbacks(cfg: DictConfig) -> list[Any]:
-    """The callbacks every train/evaluate Trainer gets besides cfg.callbacks: the test predictions' PNGs
-    (`PredictionWriter`, into <run>/predictions). Logging callbacks that consume `PaintedVideo`s go here too."""
+    """The callbacks every train/evaluate Trainer gets besides cfg.callbacks, both consuming the test steps'
+    `PaintedVideo`s: the prediction PNGs (`PredictionWriter`, into <run>/predictions) and the figures
+    (`WandbMedia`: <run>/figures/*.png always, and wandb media when a WandbLogger is configured)."""
     from isam2.callbacks import PredictionWriter
+    from isam2.callbacks.wandb_media import WandbMedia
 
-    return [PredictionWriter(Path(cfg.paths.output_dir) / "predictions")]
+    run_dir = Path(cfg.paths.output_dir)
+    return [PredictionWriter(run_dir / "predictions"), WandbMedia(output_dir=run_dir, seed=int(cfg.seed))]
 
 
 class _DropLightningTips(logging.Filter):
@@ -200,7 +203,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any] | None = None, **overrid
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     settings = {"logger": loggers or False, "callbacks": callbacks, "plugins": trainer_plugins(), **overrides}
-    return instantiate(cfg.trainer, **settings)
+    trainer = instantiate(cfg.trainer, **settings)
+    if loggers:
+        from isam2.callbacks.wandb_media import log_config
+
+        log_config(trainer.loggers, cfg)  # the whole resolved config, not only the head's hyperparameters
+    return trainer
 
 
 # ---- what a run writes ------------------------------------------------------------------------------------
@@ -357,4 +365,8 @@ def test_and_report(
         if timed:
             lines.append(speed_line(results["speed"]))
         report("\n".join([*lines, f"run directory: {out_dir}"]))
+        from isam2.callbacks.wandb_media import log_run_artifacts
+
+        checkpoint = extra.get("checkpoint")
+        log_run_artifacts(trainer.loggers, checkpoint and out_dir / checkpoint, out_dir / "metrics.json")
     return results
