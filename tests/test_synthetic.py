@@ -255,3 +255,14 @@ def test_base_predictions_are_rebuilt_when_missing_or_stale(tmp_path):
     ensure_synthetic(root, SMALL)
     assert _digest(root) == before
     assert not [p for p in root.iterdir() if p.name.startswith(".base_predictions")]  # no temporary left
+
+
+def test_a_set_with_an_empty_split_gets_base_predictions_for_the_others(tmp_path):
+    from isam2.data.synthetic import SyntheticConfig, generate
+
+    cfg = SyntheticConfig(num_train=1, num_val=0, num_test=1, min_frames=2, max_frames=2, height=24, width=32)
+    root = generate(tmp_path / "set", cfg)
+    videos = [p.name for p in (root / "base_predictions").iterdir() if p.is_dir()]
+    assert sorted(videos) == sorted(
+        (root / "train.txt").read_text().split() + (root / "test.txt").read_text().split()
+    )

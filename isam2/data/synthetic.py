@@ -247,7 +247,8 @@ def write_base_predictions(root: str | Path, seed: int) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{BASE_PREDICTIONS}.", suffix=".tmp", dir=root))
     try:
         for stream, split in enumerate(SPLITS):
-            write_noisy_base(VSPW(root, split), tmp, seed, stream)
+            if (root / f"{split}.txt").read_text().split():  # a set may have an empty split (num_val=0)
+                write_noisy_base(VSPW(root, split), tmp, seed, stream)
         (tmp / BASE_STAMP).write_text(json.dumps({"noise": NOISE_VERSION, "seed": seed}))
         _install_base_predictions(tmp, target, seed)
     finally:
