@@ -58,6 +58,6 @@ def dashboard_run(tmp_path_factory) -> Path:
     from tests.train_helpers import run_cli, tiny_overrides
 
     tmp = tmp_path_factory.mktemp("dashboard")
-    overrides = [o for o in tiny_overrides(tmp) if o != "logger=csv"]
+    overrides = [o for o in tiny_overrides(tmp) if o not in ("logger=csv", "++figures=false")]
     run_cli("isam2.train", [*overrides, *WANDB_OVERRIDES], env={"WANDB_DIR": str(tmp / "wandb")})
     return tmp / "run"

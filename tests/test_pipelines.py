@@ -137,3 +137,15 @@ def test_refine_and_score_default_to_the_data_base_predictions(tmp_path):
     run_cli("isam2.score", [*data_only, f"hydra.run.dir={tmp_path}/score"])
     scored = json.loads((tmp_path / "score" / "metrics.json").read_text())
     assert Path(scored["pred_dir"]) == base.resolve() and scored["miou"] == metrics["base"]["miou"]
+
+
+def test_every_process_needs_a_video_of_each_evaluated_split():
+    from isam2.errors import ConfigError
+    from isam2.pipelines.train import check_videos_per_process
+
+    held_out = {"mode": "held_out", "fraction": 0.1}
+    check_videos_per_process({"val": 2, "test": 2}, 2, held_out)  # one each: fine
+    with pytest.raises(ConfigError, match=r"data\.selection\.fraction=0\.1 holds out 1 training video"):
+        check_videos_per_process({"val": 1, "test": 4}, 2, held_out)
+    with pytest.raises(ConfigError, match=r"the test split has 1 video\(s\) for 2 processes"):
+        check_videos_per_process({"val": 4, "test": 1}, 2, {"mode": "paper_val"})

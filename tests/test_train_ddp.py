@@ -28,7 +28,9 @@ def _check_run(run, num_test_videos: int = 2) -> dict:
 
 
 def test_ddp_cpu_two_processes_end_to_end(shared, tmp_path):
-    proc = run_cli("isam2.train", [*tiny_overrides(tmp_path, shared), "trainer=ddp_cpu"])
+    # 2 of the 3 tiny training videos held out for selection: one per process (check_videos_per_process)
+    overrides = [*tiny_overrides(tmp_path, shared), "trainer=ddp_cpu", "data.selection.fraction=0.5"]
+    proc = run_cli("isam2.train", overrides)
     assert "GLOBAL_RANK: 1" in proc.stdout + proc.stderr  # really two processes
     _check_run(tmp_path / "run")
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the second rank wrote into rank 0's run dir
@@ -38,6 +40,7 @@ def test_torchrun_two_nodes_one_run_directory(shared, tmp_path):
     port = free_port()
     overrides = [
         *tiny_overrides(tmp_path, shared),
+        "data.selection.fraction=0.5",
         "trainer.num_nodes=2",
         "trainer.devices=1",
         "trainer.accelerator=cpu",

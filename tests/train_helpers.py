@@ -101,6 +101,7 @@ def tiny_overrides(tmp: Path, shared: Path | None = None, data: SyntheticConfig 
         "trainer.check_val_every_n_epoch=1",
         "datamodule.batch_size=16",
         "callbacks.rich_progress_bar=null",
+        "++figures=false",  # the figures (matplotlib) have tests of their own: test_wandb, test_notebooks
     ]
 
 

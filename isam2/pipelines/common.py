@@ -150,7 +150,10 @@ def stage_callbacks(cfg: DictConfig) -> list[Any]:
     from isam2.callbacks.wandb_media import WandbMedia
 
     run_dir = Path(cfg.paths.output_dir)
-    return [PredictionWriter(run_dir / "predictions"), WandbMedia(output_dir=run_dir, seed=int(cfg.seed))]
+    callbacks: list[Any] = [PredictionWriter(run_dir / "predictions")]
+    if cfg.get("figures", True):
+        callbacks.append(WandbMedia(output_dir=run_dir, seed=int(cfg.seed)))
+    return callbacks
 
 
 class _DropLightningTips(logging.Filter):

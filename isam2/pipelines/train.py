@@ -62,6 +62,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _recursive_=False,
     )
     trainer = build_trainer(cfg, [*instantiate_all(cfg.get("callbacks")), *stage_callbacks(cfg)])
+    check_videos_per_process(
+        {
+            role: len(videos[role]) if videos and role in videos else len(datasets[role].videos)
+            for role in ("val", "test")
+        },
+        trainer.world_size,
+        selection,
+    )
     if cfg.get("ckpt_path"):
         load_weights(cfg.ckpt_path, "ckpt_path")  # names a missing or damaged file, refuses pickled objects
     class_names = datasets["test"].class_names
@@ -130,6 +138,24 @@ def selection_split(cfg: DictConfig) -> tuple[dict[str, str], dict[str, list[str
     kept = [v for v in train_ids if v not in set(held_out)]
     record |= {"split": str(data.train_split), "fraction": fraction, "seed": seed, "videos": held_out}
     return roles, {"train": kept, "val": held_out}, record
+
+
+def check_videos_per_process(counts: dict[str, int], world_size: int, selection: dict[str, Any]) -> None:
+    """Whole videos are sharded over the processes with no padding (exact metrics), so each evaluated split
+    needs at least one video per process; Lightning would otherwise stop one rank with a bare error."""
+    for role, count in counts.items():
+        if count >= world_size:
+            continue
+        if role == "val" and selection.get("mode") == "held_out":
+            raise ConfigError(
+                f"data.selection.fraction={selection.get('fraction')} holds out {count} training video(s) for "
+                f"{world_size} processes, and every process needs one; raise data.selection.fraction or select "
+                "on val with data.selection.mode=paper_val"
+            )
+        raise ConfigError(
+            f"the {role} split has {count} video(s) for {world_size} processes, and every process needs one; "
+            "use fewer devices (trainer.devices, trainer.num_nodes)"
+        )
 
 
 def require_training(trainer: DictConfig) -> None:
