@@ -166,6 +166,7 @@ def train_runs(shared, refiner_runs):
         "datamodule.batch_size=16",
         "logger=csv",
         "callbacks.rich_progress_bar=null",
+        "figures=false",
     ]
     return names, _multirun("train", shared, "trains", overrides)
 
