@@ -4,8 +4,11 @@ sbatch opens it, and the submitit launcher config composes through the CLI."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -213,22 +216,37 @@ def test_dockerignore_keeps_what_the_image_copies():
 # ---- SLURM ----
 
 
-def test_the_sbatch_log_folder_exists_before_sbatch_opens_it():
+def test_the_sbatch_log_folder_exists_before_sbatch_opens_it(tmp_path):
     script = (REPO / "scripts" / "slurm" / "train.sbatch").read_text()
     options = dict(
         line.split()[1].partition("=")[::2] for line in script.splitlines() if line.startswith("#SBATCH --")
     )
-    for key in ("--output", "--error"):
-        if key in options:
-            folder = REPO / Path(options[key]).parent  # relative to the submit directory, the repo root
-            assert folder.is_dir() and folder.resolve().is_relative_to(REPO), f"{key}={options[key]}"
-            kept = [p for p in folder.iterdir() if p.name == ".gitkeep"]
-            assert kept, f"{folder} is kept in git by a .gitkeep"
     assert "--output" in options
-    # the folder is in git (its .gitkeep), its logs are not
-    ignore = (REPO / ".gitignore").read_text().splitlines()
-    log_dir = Path(options["--output"]).parent.as_posix()
-    assert f"!/{log_dir}/.gitkeep" in ignore and f"/{log_dir}/*" in ignore
+    log_dir = Path(options["--output"]).parent  # relative to the submit directory, the repo root
+    # run outputs stay out of git: the folder is made by scripts/slurm/submit.sh, before sbatch opens it
+    assert "/logs/" in (REPO / ".gitignore").read_text().splitlines() and log_dir.parts[0] == "logs"
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO / "scripts", repo / "scripts")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(
+        f'#!/bin/sh\n[ -d {log_dir} ] && pwd > "{tmp_path}/submitted" && echo "$@" >> "{tmp_path}/submitted"\n'
+    )
+    (fake / "sbatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    subprocess.run(
+        [
+            repo / "scripts/slurm/submit.sh",
+            "--nodes=2",
+            "scripts/slurm/train.sbatch",
+            "experiment=vspw_isam2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    )
+    where, args = (tmp_path / "submitted").read_text().splitlines()
+    assert Path(where) == repo and args == "--nodes=2 scripts/slurm/train.sbatch experiment=vspw_isam2"
     # one task per GPU: --ntasks-per-node == --gpus-per-node, and srun passes both counts to the trainer
     assert options["--ntasks-per-node"] == options["--gpus-per-node"]
     assert 'trainer.devices="${SLURM_NTASKS_PER_NODE}"' in script
