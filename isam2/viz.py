@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from isam2.constants import VOID  # GT void and "no prediction" in label maps
 from isam2.errors import ISAM2Error
-from isam2.metrics.labels import NONE as VOID  # GT void and "no prediction" in label maps
 
 TABLE_METRICS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
 OUTLINE_COLOUR = np.array([255, 255, 0], np.uint8)  # masklet borders: yellow shows on most scenes

@@ -6,24 +6,20 @@ and `.hydra/overrides.yaml` under the sweep folder and writes `<sweep dir>/compa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from isam2.errors import ISAM2Error
 from isam2.files import atomic_file, write_json
 from isam2.metrics.report import PAPER_COLUMNS, paper_columns
+from isam2.viz import read_json, run_methods, run_overrides
 
 # The method names a metrics.json may give the refiner's and the base's results (refine writes both).
 REFINED_NAMES = ("SAM2-refiner", "refined")
 BASE_NAMES = ("base",)
-
-
-def _methods(metrics: dict[str, Any]) -> dict[str, Any]:
-    return metrics.get("methods", metrics)
 
 
 def _pick(methods: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | None:
@@ -32,16 +28,11 @@ def _pick(methods: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any] | N
 
 def _swept_values(job_dir: Path, swept: list[str]) -> dict[str, str]:
     """The job's value of every swept key, from the overrides Hydra recorded for it."""
-    try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        return {}
     values = {}
-    for item in overrides:
-        key, _, value = str(item).partition("=")
-        key = key.lstrip("+~")
-        if key in swept:
-            values[key] = value
+    for item in run_overrides(job_dir):
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") in swept:
+            values[key.lstrip("+~")] = value
     return values
 
 
@@ -61,8 +52,8 @@ def collect(
     for job in _job_dirs(sweep_dir):
         row: dict[str, Any] = {**_swept_values(job, swept), "job": job.name, "columns": None}
         try:
-            methods = _methods(json.loads((job / "metrics.json").read_text()))
-        except (OSError, ValueError):
+            methods = run_methods(read_json(job / "metrics.json"))
+        except ISAM2Error:
             methods = {}
         result = _pick(methods, method)
         if result is not None:
