@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import isam2.masklets.extraction as extraction
+from isam2.data.streams import as_chunks
 from isam2.masklets.generator import FrameMasklets
 from isam2.masklets.store import (
     ROW_DTYPES,
@@ -93,14 +94,19 @@ def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> FrameMaskle
 
 
 class FakeSource:
+    """A masklet source as the store sees one: a video arrives as chunks of `frames_per_batch` frames."""
+
+    frames_per_batch = 4
+
     def __init__(self) -> None:
         self.videos_done = 0
         self.clock = StageClock()
 
-    def video(self, frames, gt):
+    def video(self, frames, gt=None):
         self.videos_done += 1
-        for t in range(len(frames)):
-            yield fake_frame_masklets(frames[t], None if gt is None else gt[t])
+        for chunk, chunk_gt in as_chunks(frames, gt):
+            for t in range(len(chunk)):
+                yield fake_frame_masklets(chunk[t], None if chunk_gt is None else chunk_gt[t])
 
 
 def fake_build(source: FakeSource):
@@ -366,7 +372,7 @@ class PoisonedSource(FakeSource):
         super().__init__()
         self.array, self.value = array, value
 
-    def video(self, frames, gt):
+    def video(self, frames, gt=None):
         for t, fm in enumerate(super().video(frames, gt)):
             if self.videos_done == 2 and t == 1:
                 getattr(fm, self.array)[0] = self.value

@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -31,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isam2.constants import VOID
 from isam2.data.sharding import asks_for_several_processes, launched_rank, rank_and_world, shard_indices
+from isam2.data.streams import as_chunks, prefetched
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import write_json
 from isam2.masklets.coordination import (
@@ -45,7 +48,9 @@ from isam2.masklets.coordination import (
 from isam2.masklets.pooling import mask_areas
 from isam2.masklets.settings import check_extraction_settings
 from isam2.masklets.store import (
+    ROW_DTYPES,
     SHARD_ARRAYS,
+    IdMapWriter,
     MaskletStore,
     VideoShard,
     check_video_id,
@@ -66,12 +71,18 @@ from isam2.masklets.targets import masklet_targets
 from isam2.masklets.timing import StageClock
 
 
-def load_video(video: Any, clock: StageClock | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode a video's frames [T,H,W,3] uint8 and GT train ids [T,H,W] (None without GT)."""
-    with (clock or StageClock())("decode"):
-        frames = video.load_frames()
-        gt = video.load_masks() if video.masks is not None else None
-    return frames, gt
+def video_chunks(video: Any, size: int, clock: StageClock | None = None) -> Iterator[tuple[np.ndarray, Any]]:
+    """A video's frames [n,H,W,3] uint8 and GT train ids [n,H,W] (None without GT), `size` frames at a time."""
+    from isam2.data.streams import SplitVideoStream
+
+    clock = clock or StageClock()
+    windows = SplitVideoStream(video).windows(size)
+    while True:
+        with clock("decode"):
+            window = next(windows, None)
+        if window is None:
+            return
+        yield window.frames, window.gt
 
 
 def frame_rows(
@@ -103,19 +114,30 @@ def frame_rows(
 
 
 def extract_frames(
-    source: Any, video_id: str, frames: np.ndarray, gt: np.ndarray | None, progress: Any = None
+    source: Any,
+    video_id: str,
+    frames: Any,
+    gt: np.ndarray | None = None,
+    progress: Any = None,
+    id_maps: IdMapWriter | None = None,
 ) -> VideoShard:
-    """All masklets of one decoded video: rows in frame order (empty masklets dropped), targets, id maps."""
+    """All masklets of one video: rows in frame order (empty masklets dropped), targets, id maps. `frames`: the
+    whole video [T,H,W,3] (with `gt`), or an iterable of its (frames, gt) chunks, consumed as they come;
+    `id_maps`: a writer that takes each frame's id map as it comes (None: the shard keeps them in a list)."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_ARRAYS}
-    id_maps: list[np.ndarray] = []
+    maps: list[np.ndarray] | IdMapWriter = [] if id_maps is None else id_maps
+    counted = _FrameCount(as_chunks(frames, gt))
     first_row = 0
-    for t, fm in enumerate(source.video(frames, gt)):
-        if tuple(fm.masks.shape[1:]) != tuple(frames.shape[1:3]):
+    for t, fm in enumerate(source.video(counted)):
+        counted.locate(t)
+        chunk_frames, chunk_gt, offset = counted.current
+        if tuple(fm.masks.shape[1:]) != tuple(chunk_frames.shape[1:3]):
             raise ISAM2Error(
                 f"video {video_id!r} frame {t}: masklets are {tuple(fm.masks.shape[1:])}, "
-                f"the frame is {frames.shape[1:3]}"
+                f"the frame is {chunk_frames.shape[1:3]}"
             )
-        gt_t = None if gt is None else torch.from_numpy(np.ascontiguousarray(gt[t])).to(fm.masks.device)
+        gt_t = None if chunk_gt is None else chunk_gt[t - offset]
+        gt_t = None if gt_t is None else torch.from_numpy(np.ascontiguousarray(gt_t)).to(fm.masks.device)
         rows, id_map = frame_rows(fm, t, gt_t, first_row)
         bad = non_finite_arrays(rows)  # in the store's dtypes: an fp32 feature beyond fp16's range is inf
         if bad:
@@ -126,47 +148,108 @@ def extract_frames(
         n = len(rows["frame"])
         for key in SHARD_ARRAYS:
             parts[key].append(rows[key])
-        id_maps.append(id_map)
+        if isinstance(maps, list):
+            maps.append(id_map)
+        else:
+            maps.add(id_map)
         first_row += n
         if progress is not None:
             progress.update(1)
             progress.set_postfix(masklets_per_frame=f"{n}")
-    if len(id_maps) != len(frames):
+    if len(maps) != counted.frames:
         raise ISAM2Error(
-            f"the masklet source gave {len(id_maps)} frames for video {video_id!r} of {len(frames)} frames"
+            f"the masklet source gave {len(maps)} frames for video {video_id!r} of {counted.frames} frames"
         )
-    return VideoShard(rows={k: np.concatenate(v) for k, v in parts.items()}, id_maps=id_maps)
+    return VideoShard(rows={k: _concat(v, k) for k, v in parts.items()}, id_maps=maps)
+
+
+def _concat(parts: list[np.ndarray], key: str) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, 0) if key == "features" else 0, ROW_DTYPES[key])
+
+
+class _FrameCount:
+    """The chunks of a video as the masklet source reads them, remembering the chunk that holds the frame it is
+    at (its GT gives the masklets' targets) and how many frames came in all."""
+
+    def __init__(self, chunks: Any):
+        self.chunks, self.frames = chunks, 0
+        self.current: tuple[np.ndarray, Any, int] = (np.zeros((0, 0, 0, 3), np.uint8), None, 0)
+        self._held: list[tuple[np.ndarray, Any, int]] = []
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
+        for frames, gt in self.chunks:
+            self._held.append((frames, gt, self.frames))
+            self.frames += len(frames)
+            yield frames, gt
+
+    def locate(self, t: int) -> None:
+        while len(self._held) > 1 and self._held[1][2] <= t:
+            self._held.pop(0)
+        self.current = self._held[0]
 
 
 def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
-    """Decode one video and extract all its masklets (see `extract_frames`)."""
-    frames, gt = load_video(video, source.clock)
-    return extract_frames(source, video.id, frames, gt, progress)
+    """Extract all masklets of one dataset video, decoded window by window (see `extract_frames`)."""
+    return extract_frames(
+        source, video.id, video_chunks(video, _chunk_size(source), source.clock), None, progress
+    )
+
+
+def _chunk_size(source: Any) -> int:
+    return int(getattr(source, "window", 0) or source.frames_per_batch)
 
 
 def extract_videos(source: Any, videos: list[Any], path: Path, progress: Any = None) -> None:
-    """Extract `videos` into shards of the store folder `path`, overlapping the device with the host: a
-    decode thread reads the next video while this one is on the device, and a writer thread compresses
-    and writes the previous video's shard. At most one video waits on each side, which bounds memory."""
+    """Extract `videos` into shards of the store folder `path`, window by window: a decode thread reads the
+    next window while this one is on the device, and a writer thread compresses each frame's id map into the
+    video's archive as it comes and then writes the row shard. Neither side holds more than a window or two
+    of frames, however long the video."""
     if not videos:
         return
     clock = source.clock
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="isam2-decode") as decoder,
-        ThreadPoolExecutor(1, thread_name_prefix="isam2-write") as writer,
-    ):
-        loading = decoder.submit(load_video, videos[0], clock)
-        writing = None
-        for i, video in enumerate(videos):
-            frames, gt = loading.result()
-            if i + 1 < len(videos):
-                loading = decoder.submit(load_video, videos[i + 1], clock)
-            shard = extract_frames(source, video.id, frames, gt, progress)
-            del frames, gt
-            if writing is not None:
-                writing.result()  # raises the writer's error here, before more work is done
-            writing = writer.submit(_write_shard, path, video.id, shard, clock)
-        writing.result()
+    archives: list[IdMapWriter] = []
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="isam2-write") as writer:
+            writing = None
+            for video in videos:
+                chunks = prefetched(video_chunks(video, _chunk_size(source), clock))
+                archives.append(IdMapWriter(path, video.id))
+                sink = _ThreadedIdMaps(archives[-1], writer, clock)
+                rows = extract_frames(source, video.id, chunks, None, progress, sink).rows
+                if writing is not None:
+                    writing.result()  # raises the writer's error here, before more work is done
+                # the writer thread runs in order: the shard is written after the video's last id map
+                writing = writer.submit(_write_shard, path, video.id, VideoShard(rows, archives[-1]), clock)
+            writing.result()
+    except BaseException:
+        for archive in archives:  # the writer thread has stopped: no archive is being written to
+            archive.abort()
+        raise
+
+
+class _ThreadedIdMaps:
+    """An `IdMapWriter` fed through the writer thread (compression off the device's path), with at most
+    `pending` maps waiting, so a slow disk slows extraction rather than filling memory."""
+
+    def __init__(self, writer: IdMapWriter, thread: ThreadPoolExecutor, clock: StageClock, pending: int = 8):
+        self.writer, self.thread, self.clock, self.pending = writer, thread, clock, pending
+        self.futures: deque = deque()
+        self.count = 0
+
+    def add(self, id_map: np.ndarray) -> None:
+        self.futures.append(self.thread.submit(self._add, id_map))
+        self.count += 1
+        while len(self.futures) > self.pending or (self.futures and self.futures[0].done()):
+            self.futures.popleft().result()  # raises the writer's error here
+
+    def _add(self, id_map: np.ndarray) -> None:
+        with self.clock("write"):
+            self.writer.add(id_map)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def _write_shard(path: Path, video_id: str, shard: VideoShard, clock: StageClock) -> None:
@@ -514,4 +597,12 @@ def format_summary(summary: dict[str, float]) -> str:
     )
 
 
-__all__ = ["ensure_store", "extract_frames", "extract_video", "extract_videos", "format_summary", "summarize"]
+__all__ = [
+    "ensure_store",
+    "extract_frames",
+    "extract_video",
+    "extract_videos",
+    "format_summary",
+    "summarize",
+    "video_chunks",
+]

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from isam2.data.streams import Chunks, as_chunks, rechunk
 from isam2.errors import ISAM2Error
 from isam2.masklets.amg import NativeMaskGenerator
 from isam2.masklets.oracle import gt_components, link_tracks
@@ -68,19 +69,6 @@ class FrameMasklets:
             tracks=torch.zeros(0, dtype=torch.int64, device=device),
             features=torch.zeros(0, dim, dtype=torch.float32, device=device),
         )
-
-
-def _check_video(frames: np.ndarray, gt: np.ndarray | None) -> None:
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-        or frames.dtype != np.uint8
-    ):
-        desc = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise ISAM2Error(f"frames must be a uint8 array [T, H, W, 3], got {desc}")
-    if gt is not None and (gt.ndim != 3 or tuple(gt.shape) != tuple(frames.shape[:3])):
-        raise ISAM2Error(f"ground truth {gt.shape} does not match frames {frames.shape[:3]}")
 
 
 class WindowFeatures:
@@ -127,7 +115,10 @@ class MaskletSource:
         """JSON-able settings that determine the masklets (for manifests)."""
         return {"source": self.name, **self.settings, "pooling_levels": list(self.backbone.pooling_levels)}
 
-    def video(self, frames: np.ndarray, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
+    def video(self, frames: np.ndarray | Chunks, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
+        """Masklets of every frame in order. `frames`: a whole video [T,H,W,3] uint8 (with `gt` [T,H,W] or
+        None), or an iterable of consecutive (frames, gt) chunks of one video, read as they come: a long
+        video then never has more than a window of frames in memory."""
         raise NotImplementedError
 
     def _result(self, enc: EncodedFrame, masks: torch.Tensor, scores, tracks) -> FrameMasklets:
@@ -151,24 +142,26 @@ class MaskletSource:
 class GTMaskletSource(MaskletSource):
     name = "gt"
 
-    def video(self, frames: np.ndarray, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
-        _check_video(frames, gt)
-        if gt is None:
-            raise ISAM2Error("masklets.source=gt needs ground-truth masks for every frame")
+    def video(self, frames: np.ndarray | Chunks, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
         min_area = int(self.settings["min_area"])
-        prev = (np.zeros((0, *frames.shape[1:3]), bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        prev: tuple | None = None
         next_track = 0
-        window = WindowFeatures(self.backbone, frames, self.frames_per_batch, self.clock)
-        for t in range(len(frames)):
-            enc = window.get(t)
-            masks, classes = gt_components(gt[t], min_area)
-            tracks, next_track = link_tracks(
-                *prev, masks, classes, next_track, iou_thresh=float(self.settings["track_iou"])
-            )
-            prev = (masks, classes, tracks)
-            out = self._result(enc, torch.from_numpy(masks), np.ones(len(masks), np.float32), tracks)
-            window.release(t)
-            yield out
+        for clip, clip_gt in rechunk(as_chunks(frames, gt), self.frames_per_batch):
+            if clip_gt is None:
+                raise ISAM2Error("masklets.source=gt needs ground-truth masks for every frame")
+            if prev is None:
+                prev = (np.zeros((0, *clip.shape[1:3]), bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
+            window = WindowFeatures(self.backbone, clip, self.frames_per_batch, self.clock)
+            for t in range(len(clip)):
+                enc = window.get(t)
+                masks, classes = gt_components(clip_gt[t], min_area)
+                tracks, next_track = link_tracks(
+                    *prev, masks, classes, next_track, iou_thresh=float(self.settings["track_iou"])
+                )
+                prev = (masks, classes, tracks)
+                out = self._result(enc, torch.from_numpy(masks), np.ones(len(masks), np.float32), tracks)
+                window.release(t)
+                yield out
 
 
 class SAM2MaskletSource(MaskletSource):
@@ -230,11 +223,9 @@ class SAM2MaskletSource(MaskletSource):
     def _keep(self, masks: torch.Tensor) -> torch.Tensor:
         return mask_areas(masks) >= max(1, int(self.settings["min_area"]))
 
-    def video(self, frames: np.ndarray, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
-        _check_video(frames, gt)
+    def video(self, frames: np.ndarray | Chunks, gt: np.ndarray | None = None) -> Iterator[FrameMasklets]:
         next_track = 0
-        for start in range(0, len(frames), self.window):
-            clip = frames[start : start + self.window]
+        for clip, _ in rechunk(as_chunks(frames, gt), self.window):  # one chunk per keyframe window
             next_track = yield from self._window(clip, next_track)
 
     def _window(self, clip: np.ndarray, next_track: int):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ class SeededMaskletSource(SAM2MaskletSource):
         self.seed_objects, self.seed = int(seed_objects), int(seed)
         self._keyframes = 0
 
-    def video(self, frames: np.ndarray, gt: np.ndarray | None = None):
+    def video(self, frames: Any, gt: np.ndarray | None = None):
         self._keyframes = 0
         return super().video(frames, gt)
 

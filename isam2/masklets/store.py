@@ -32,6 +32,7 @@ higher predicted IoU (`score`); on equal scores the later row (larger row index)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -214,12 +215,57 @@ def paint_id_map(masks: np.ndarray, scores: np.ndarray, first_row: int = 0) -> n
     return paint_ids(masks_t, scores_t, first_row).numpy()
 
 
+class IdMapWriter:
+    """One video's per-frame id maps streamed into `idmaps/<video>.npz` as they come (compressed, one archive
+    entry per frame, written to a temporary name); `write_video_shard` renames it into place. A long video's
+    maps are never all in memory. Each map is stored as int16 when its rows fit, else int32."""
+
+    def __init__(self, path: Path, video_id: str):
+        self.file = Path(path) / _shard_files(check_video_id(video_id))[0]
+        self._stack = contextlib.ExitStack()
+        self._zip = zipfile.ZipFile(
+            self._stack.enter_context(atomic_file(self.file)), "w", zipfile.ZIP_DEFLATED
+        )
+        self.covered: list[int] = []
+        self.size: tuple[int, int] = (0, 0)
+        self.finished = False
+
+    def add(self, id_map: np.ndarray) -> None:
+        """Append the next frame's map ([H,W] local row per pixel, -1 = none)."""
+        top = int(id_map.max(initial=-1))
+        dtype = np.int16 if top < np.iinfo(np.int16).max else np.int32
+        with self._zip.open(f"{len(self.covered)}.npy", "w", force_zip64=True) as entry:
+            np.lib.format.write_array(entry, np.ascontiguousarray(id_map, dtype=dtype), allow_pickle=False)
+        self.covered.append(int((id_map >= 0).sum()))
+        self.size = tuple(int(x) for x in id_map.shape)
+
+    def __len__(self) -> int:
+        return len(self.covered)
+
+    def close(self) -> str:
+        """Finish the archive, move it into place, and return its sha256."""
+        self.finished = True
+        self._zip.close()
+        self._stack.close()
+        return sha256_file(self.file)
+
+    def abort(self) -> None:
+        """Drop the temporary archive (the video failed or was interrupted); nothing once it is finished."""
+        if self.finished:
+            return
+        self.finished = True
+        with contextlib.suppress(Exception):
+            self._zip.close()
+        self._stack.__exit__(ISAM2Error, ISAM2Error("aborted"), None)
+
+
 @dataclass
 class VideoShard:
-    """One video's rows (arrays of SHARD_ARRAYS, row order = frame order) and its per-frame local id maps."""
+    """One video's rows (arrays of SHARD_ARRAYS, row order = frame order) and its per-frame local id maps:
+    a list of [H,W] arrays, or an `IdMapWriter` that already holds them."""
 
     rows: dict[str, np.ndarray]
-    id_maps: list[np.ndarray]  # per frame [H,W], local row index or -1
+    id_maps: list[np.ndarray] | IdMapWriter  # per frame [H,W], local row index or -1
 
     def __post_init__(self) -> None:
         n = len(self.rows["frame"])
@@ -297,23 +343,27 @@ def _npz_bytes(arrays: dict[str, np.ndarray], compressed: bool) -> bytes:
 
 
 def write_video_shard(path: Path, video_id: str, shard: VideoShard) -> None:
-    """Write a video's id maps, then its row shard, then its record (sha256 of both, rows, whether every
-    float row is finite): the record marks the video done."""
+    """Write a video's id maps (or move its streamed ones into place), then its row shard, then its record
+    (sha256 of both, rows, whether every float row is finite): the record marks the video done."""
     video_id = check_video_id(video_id)
+    id_maps = shard.id_maps
+    if not isinstance(id_maps, IdMapWriter):
+        id_maps = IdMapWriter(path, video_id)
+        try:
+            for m in shard.id_maps:
+                id_maps.add(m)
+        except BaseException:
+            id_maps.abort()
+            raise
     n = len(shard.rows["frame"])
-    map_dtype = np.int16 if n < np.iinfo(np.int16).max else np.int32
     rows = {k: np.asarray(shard.rows[k], dtype=ROW_DTYPES[k]) for k in SHARD_ARRAYS}
-    covered = np.array([int((m >= 0).sum()) for m in shard.id_maps], np.int64)
-    size = np.array(shard.id_maps[0].shape if shard.id_maps else (0, 0), np.int64)
-    contents = (
-        _npz_bytes({str(t): m.astype(map_dtype) for t, m in enumerate(shard.id_maps)}, compressed=True),
-        _npz_bytes({"covered": covered, "size": size, **rows}, compressed=False),
-    )
-    digests = {}
-    for name, data in zip(_shard_files(video_id), contents):
-        with atomic_file(Path(path) / name) as f:
-            f.write(data)
-        digests[name] = hashlib.sha256(data).hexdigest()
+    covered, size = np.array(id_maps.covered, np.int64), np.array(id_maps.size, np.int64)
+    names = _shard_files(video_id)
+    digests = {names[0]: id_maps.close()}
+    data = _npz_bytes({"covered": covered, "size": size, **rows}, compressed=False)
+    with atomic_file(Path(path) / names[1]) as f:
+        f.write(data)
+    digests[names[1]] = hashlib.sha256(data).hexdigest()
     record = {"sha256": digests, "rows": n, "finite": not non_finite_arrays(rows)}
     write_json(Path(path) / "videos" / f"{video_id}.json", record)
 
