@@ -92,7 +92,7 @@ class VideoFile:
         self.id = video_id if video_id is not None else safe_id(self.path.stem)
         self.fps = DEFAULT_FPS
         self.num_frames_hint = 0  # the container's count: only for progress bars, never trusted
-        self._rotate_tag: tuple[int, ...] | None = None
+        self._tag_matrix: tuple[int, ...] | None = None
         self.size: tuple[int, int] = self._probe()
 
     def _probe(self) -> tuple[int, int]:
@@ -105,7 +105,7 @@ class VideoFile:
                 rate = stream.average_rate or stream.guessed_rate
                 self.fps = float(rate) if rate else DEFAULT_FPS
                 self.num_frames_hint = int(stream.frames or 0)
-                self._rotate_tag = _rotate_tag(stream.metadata)
+                self._tag_matrix = _rotate_tag(stream.metadata)
                 first = next(container.decode(stream), None)
                 if first is None:
                     raise DataError(f"video file {self.path} has no frames (no frame could be decoded)")
@@ -122,7 +122,7 @@ class VideoFile:
 
     def _to_array(self, frame: av.VideoFrame) -> np.ndarray:
         rgb = frame.to_ndarray(format="rgb24")
-        return to_display(rgb, frame_display_matrix(frame, self._rotate_tag))
+        return to_display(rgb, frame_display_matrix(frame, self._tag_matrix))
 
     def frame_name(self, i: int) -> str:
         """Frame i's name, zero-padded so that names sort in frame order: 00000, 00001, ..."""
