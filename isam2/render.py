@@ -1,4 +1,4 @@
-"""Colour overlays of predicted semantic maps: one rendered frame (numpy + PIL), per-frame PNGs and a video's .mp4."""
+"""Colour overlays of predicted semantic maps: rendered frames, their PNGs, one streamed .mp4 per video."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from isam2.files import atomic_file
 from isam2.viz import OUTLINE_COLOUR, class_colours, class_name, outline_mask, overlay_image
 
 LEGEND_MAX_ENTRIES = 12  # more rows than this hide the frame; the rest is summed up as "+k more"
-LEGEND_SHADE = 0.35  # the legend box darkens the frame under it to this share, so white text reads on any scene
+# the legend box darkens the frame under it to this share, so white text reads on any scene
+LEGEND_SHADE = 0.35
 TEXT_COLOUR = (255, 255, 255)
 
 
@@ -87,7 +88,7 @@ def legend_layout(entries: Sequence[LegendEntry], height: int, width: int) -> Le
     swatches, texts, right = [], [], text_x
     for i, (class_id, text) in enumerate(lines):
         top = pad + i * row
-        left, upper, end, lower = font.getbbox(text)
+        _, upper, end, lower = font.getbbox(text)
         # centre the glyphs' ink on the line, whatever the font's ascent
         texts.append(((text_x, top + (size - (lower - upper)) // 2 - upper), text))
         right = max(right, text_x + int(np.ceil(end)))
@@ -173,7 +174,7 @@ class _Aborted(Exception):
 
 
 class VideoRenderer:
-    """One video's rendered output: `<out_dir>/<video_id>/<frame>.png` per frame and `<out_dir>/<video_id>.mp4`.
+    """One video's rendered output: `<out_dir>/<video_id>/<frame>.png` per frame, `<out_dir>/<video_id>.mp4`.
 
     Frames stream into the encoder as they are added (the video is never held in memory). The .mp4 is written
     to a temporary sibling and renamed on `close`; `abort` (or an exception in a `with` block) removes it."""
@@ -237,7 +238,11 @@ class VideoRenderer:
         import av
 
         if self._stream is None:
-            self._open(image.shape[0], image.shape[1])
+            try:
+                self._open(image.shape[0], image.shape[1])
+            except BaseException:
+                self._drop()  # no half-opened temporary .mp4 left behind, with or without a `with` block
+                raise
         elif (image.shape[0], image.shape[1]) != (self._stream.height, self._stream.width):
             raise ValueError(
                 f"frame size {image.shape[:2]} of {self.video_id} differs from its first frame's "
