@@ -84,10 +84,10 @@ class VideoSegmentationMetrics(Metric):
         self._computed = None  # so that compute() reaches its open-video check instead of torchmetrics' cache
 
     def update_frames(self, pred, gt) -> None:
-        """The next consecutive frames [t, H, W] (or [H, W]) of the open video; the metric state is unchanged
+        """Add the next consecutive frames [t, H, W] (or one [H, W]) of the open video.
 
-        until `end_video`. Memory held between calls: the last frame, per-pixel run counters and per-frame
-        counts, O(H*W + T).
+        The metric state is unchanged until `end_video`. Held between calls: the last frame, per-pixel run
+        counters, a few counts per frame and the video's confusion matrix, O(H*W + T).
         """
         video = self._open_video("update_frames")
         pred, gt = label_pair(pred, gt, self.num_classes, self.device)
