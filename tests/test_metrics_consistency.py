@@ -1,12 +1,12 @@
-"""mVC_n: hand-counted windows for each protocol, the skip rules, NaN windows, and the official loop."""
+"""mVC_n: hand-counted windows for each protocol, the skip rules, NaN windows, the official loop, streaming."""
 
 import numpy as np
 import pytest
 import torch
 
-from isam2.metrics import VideoConsistency
-from isam2.metrics.consistency import window_ends
-from tests.test_metrics_video import load_baseline
+from isam2.metrics import VC_PROTOCOLS, VideoConsistency
+from isam2.metrics.consistency import ConsistencyRuns, video_consistency, window_ends
+from tests.test_metrics_video import CHUNK_SIZES, chunk_slices, load_baseline, random_videos
 
 
 def hand_video():
@@ -109,3 +109,42 @@ def test_matches_the_official_loop(protocol):
         assert (out[f"mvc{n}"] is None) == (ref[f"mvc{n}"] is None)
         if ref[f"mvc{n}"] is not None:
             assert out[f"mvc{n}"] == pytest.approx(ref[f"mvc{n}"], abs=1e-12)
+
+
+@pytest.mark.parametrize("protocol", VC_PROTOCOLS)
+@pytest.mark.parametrize("lengths", [(8, 16), (2, 3)])
+def test_streamed_runs_equal_the_whole_video_exactly(protocol, lengths):
+    rng = np.random.default_rng(7)
+    for pred, gt in random_videos(seed=6, lengths=(1, 5, 16, 17, 40), size=(12, 16)):
+        pred, gt = torch.from_numpy(pred), torch.from_numpy(gt)
+        whole = video_consistency(pred, gt, lengths, protocol)
+        if len(gt) == 40:  # the comparison is not between empty results
+            assert (whole[1] > 0).all() and (whole[0] > 0).all()
+        for size in CHUNK_SIZES:
+            runs = ConsistencyRuns(lengths, protocol)
+            for s in chunk_slices(len(gt), size, rng):
+                runs.add(pred[s], gt[s])
+            assert runs.num_frames == len(gt)
+            total, count = runs.finish()
+            assert torch.equal(total, whole[0]) and torch.equal(count, whole[1]), (len(gt), size)
+
+
+def test_frame_counts_do_not_depend_on_later_frames():
+    pred, gt = (torch.from_numpy(x) for x in random_videos(seed=8, lengths=(30,), size=(12, 16))[0])
+    full = ConsistencyRuns((2, 8), "paper")
+    full.add(pred, gt)
+    head = ConsistencyRuns((2, 8), "paper")
+    head.add(pred[:11], gt[:11])
+    assert torch.equal(head.counts(), full.counts()[..., :11])
+    assert full.counts().shape == (2, 2, 30)
+
+
+def test_runs_refuse_frames_of_another_size_and_finish_empty():
+    runs = ConsistencyRuns((2,), "vspw")
+    total, count = runs.finish()
+    assert total.tolist() == [0.0] and count.tolist() == [0]
+    runs.add(torch.zeros((2, 3, 4), dtype=torch.uint8), torch.zeros((2, 3, 4), dtype=torch.uint8))
+    with pytest.raises(ValueError, match="shape"):
+        runs.add(torch.zeros((1, 4, 3), dtype=torch.uint8), torch.zeros((1, 4, 3), dtype=torch.uint8))
+    runs.add(torch.zeros((1, 3, 4), dtype=torch.uint8), torch.zeros((1, 3, 4), dtype=torch.uint8))
+    assert runs.finish()[0].tolist() == [1.0]  # T-n = 1 window, [0,1], fully consistent

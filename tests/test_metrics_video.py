@@ -1,4 +1,4 @@
-"""VideoSegmentationMetrics: all five numbers against the numpy reference, sharded states, dtypes, devices."""
+"""VideoSegmentationMetrics: the numpy reference, sharded states, dtypes, devices, window-by-window streaming."""
 
 import importlib.util
 from pathlib import Path
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from isam2.errors import ISAM2Error
 from isam2.metrics import VideoSegmentationMetrics, format_table
 
 KEYS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")
@@ -111,6 +112,16 @@ def test_gpu_matches_cpu():
         assert a[k] == pytest.approx(b[k], abs=1e-12)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_streamed_video_equals_the_whole_video():
+    rng = np.random.default_rng(12)
+    whole, streamed = VideoSegmentationMetrics().to("cuda"), VideoSegmentationMetrics().to("cuda")
+    for p, g in random_videos(seed=13, lengths=(17, 40), size=(12, 16)):
+        whole.update(p, g)
+        stream(streamed, torch.from_numpy(p).cuda(), torch.from_numpy(g).cuda(), None, rng)
+    assert streamed.compute() == whole.compute()
+
+
 def test_format_table_percent_one_decimal():
     row = {
         "miou": 0.41234,
@@ -125,3 +136,96 @@ def test_format_table_percent_one_decimal():
     assert lines[0].split() == ["Method", "mIoU", "WIoU", "mBIoU", "mVC8", "mVC16"]
     assert lines[2].split() == ["ours", "41.2", "50.0", "-", "90.0", "87.7"]
     assert "0 wall" in text and "sky" not in text  # classes without any IoU are left out
+
+
+def chunk_slices(num_frames, size, rng):
+    """Consecutive slices covering the frames: all of `size` frames (the last shorter), or of random sizes."""
+    out, start = [], 0
+    while start < num_frames:
+        step = size if size is not None else int(rng.integers(1, 8))
+        out.append(slice(start, min(start + step, num_frames)))
+        start += step
+    return out
+
+
+CHUNK_SIZES = (1, 3, 7, None, 1000)  # None: random sizes 1..7; 1000: the whole video in one chunk
+
+
+def stream(metric, pred, gt, size, rng):
+    """One video into `metric` window by window (chunk_slices sizes); single frames go in as [H, W]."""
+    metric.begin_video()
+    for s in chunk_slices(len(gt), size, rng):
+        if s.stop - s.start == 1:
+            metric.update_frames(pred[s.start], gt[s.start])
+        else:
+            metric.update_frames(pred[s], gt[s])
+    metric.end_video()
+
+
+@pytest.mark.parametrize("protocol", ["cffm", "vspw", "paper"])
+@pytest.mark.parametrize("lengths", [(8, 16), (2, 3)])
+def test_streamed_video_equals_the_whole_video_exactly(protocol, lengths):
+    rng = np.random.default_rng(9)
+    for pred, gt in random_videos(seed=5, lengths=(1, 9, 16, 17, 40), size=(12, 16)):
+        whole = VideoSegmentationMetrics(vc_protocol=protocol, vc_lengths=lengths)
+        whole.update(pred, gt)
+        ref = whole.compute()
+        for size in CHUNK_SIZES:
+            m = VideoSegmentationMetrics(vc_protocol=protocol, vc_lengths=lengths)
+            stream(m, pred, gt, size, rng)
+            assert m.compute() == ref, (len(gt), size)  # every key, floats compared exactly
+        if len(gt) == 40:
+            assert all(ref[k] is not None for k in ("miou", "mbiou", f"mvc{lengths[0]}", f"mvc{lengths[1]}"))
+
+
+def test_videos_streamed_one_after_another_equal_whole_updates():
+    rng = np.random.default_rng(10)
+    videos = random_videos(seed=11, lengths=(17, 23, 5), size=(12, 16))
+    whole, streamed = VideoSegmentationMetrics(), VideoSegmentationMetrics()
+    for i, (p, g) in enumerate(videos):
+        whole.update(p, g)
+        stream(streamed, torch.from_numpy(p), g, None, rng)
+        assert streamed.compute() == whole.compute()  # compute() between videos: no stale cache
+        assert streamed.update_count == whole.update_count == i + 1
+    assert streamed.compute()["num_videos"] == 3
+
+
+def test_streaming_misuse_raises_a_clear_error():
+    p, g = random_videos(lengths=(4,), size=(12, 16))[0]
+    m = VideoSegmentationMetrics()
+    with pytest.raises(ISAM2Error, match="begin_video"):
+        m.update_frames(p, g)
+    with pytest.raises(ISAM2Error, match="begin_video"):
+        m.end_video()
+    m.update(p, g)
+    m.compute()  # cached: an open video must still be refused below
+    m.begin_video()
+    m.update_frames(p[:2], g[:2])
+    with pytest.raises(ISAM2Error, match="end_video"):
+        m.compute()
+    with pytest.raises(ISAM2Error, match="end_video"):
+        m.begin_video()
+    with pytest.raises(ISAM2Error, match="end_video"):
+        m.update(p, g)  # a whole video while one is open
+    with pytest.raises(ValueError, match="shape"):
+        m.update_frames(p[2:, :6], g[2:, :6])  # refused before anything is counted
+    m.update_frames(p[2:], g[2:])  # the open video survived the refusals
+    m.end_video()
+    twice = VideoSegmentationMetrics()
+    twice.update(p, g)
+    twice.update(p, g)
+    assert m.compute() == twice.compute()
+    m.begin_video()
+    with pytest.raises(ISAM2Error, match="no frames"):
+        m.end_video()
+    m.begin_video()  # the empty video was closed
+    m.update_frames(p, g)
+    m.reset()  # clears the open video too
+    with pytest.raises(ISAM2Error, match="begin_video"):
+        m.update_frames(p, g)
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert m.compute()["num_videos"] == 0
+    with pytest.raises(ValueError, match="differs"):
+        m.update(p, g[:, :5])  # a refused whole video leaves none open
+    m.update(p, g)
+    assert m.compute()["num_videos"] == 1

@@ -53,12 +53,18 @@ def boundary_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int, widt
     return torch.stack([per_frame_counts(band), per_frame_counts(hit), per_frame_counts(valid)])
 
 
-def image_boundary_iou(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of per-image ratios |B&hit| / (|B| + |B&valid| - |B&hit|) as float64, number of images with B)."""
+def image_boundary_ratios(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the ratio |B&hit| / (|B| + |B&valid| - |B&hit|) as float64 (0 where B is empty), B non-empty."""
     band, hit, valid = counts.double()
     has_band = counts[0] > 0
     ratio = hit / torch.where(has_band, band + valid - hit, torch.ones_like(band))
-    return torch.where(has_band, ratio, torch.zeros_like(ratio)).sum(), has_band.sum()
+    return torch.where(has_band, ratio, torch.zeros_like(ratio)), has_band
+
+
+def image_boundary_iou(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of per-image ratios |B&hit| / (|B| + |B&valid| - |B&hit|) as float64, number of images with B)."""
+    ratio, has_band = image_boundary_ratios(counts)
+    return ratio.sum(), has_band.sum()
 
 
 class BoundaryIoU(Metric):
