@@ -93,7 +93,7 @@ def test_defaults_agree_on_the_built_in_data():
 
 
 def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path, capsys):
-    from isam2.pipelines.evaluate import newest_train_checkpoint
+    from isam2.pipelines.checkpoints import newest_train_checkpoint
 
     with pytest.raises(ISAM2Error, match="no finished train run with a checkpoint"):
         newest_train_checkpoint(tmp_path)

@@ -28,6 +28,14 @@ def vspw_to_train(raw: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def train_to_vspw(train: np.ndarray) -> np.ndarray:
+    """The VSPW benchmark's submission values of train ids: class c -> c + 1, none (255) -> 0 ("others"),
+    the inverse of `vspw_to_train` on every class (docs/data.md, "Submitting to VSPW")."""
+    train = np.asarray(train)
+    _bad(train, (train < NUM_CLASSES) | (train == IGNORE), "train id")
+    return np.where(train == IGNORE, 0, train.astype(np.int16) + 1).astype(np.uint8)
+
+
 def vipseg_to_train(raw: np.ndarray) -> np.ndarray:
     """VIPSeg panoptic: 0 = void, stuff = category, thing = category*100 + instance.
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from isam2.data.video import DataError, Video, natural_key, pair_video
+from isam2.data.video_file import VideoFile, is_video_file, safe_id
 from isam2.errors import ISAM2Error
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -74,7 +75,7 @@ class SplitVideoStream(FrameStream):
 class VideoFileStream(FrameStream):
     """A video file (`VideoFile`), decoded in order: frame names 00000, 00001, ... and no GT."""
 
-    def __init__(self, file: Any):
+    def __init__(self, file: VideoFile):
         self.file, self.id, self.size = file, file.id, file.size
         self.num_frames, self.fps = int(file.num_frames_hint), float(file.fps)
         self._names = {}
@@ -246,24 +247,16 @@ def frame_folder_video(folder: Path) -> Video:
         raise DataError(f"input {folder} holds no frames ({', '.join(IMAGE_SUFFIXES)}) and no video files")
     if len(suffixes) > 1:
         raise DataError(f"input {folder} mixes frame formats {sorted(suffixes)}; keep one per video")
-    return pair_video(_safe_id(folder.name), folder, None, suffixes.pop(), _no_labels)
+    return pair_video(safe_id(folder.name), folder, None, suffixes.pop(), _no_labels)
 
 
 def _no_labels(raw: np.ndarray) -> np.ndarray:
     raise DataError("a frame folder has no ground truth")
 
 
-def _safe_id(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_.+\-]", "_", name).lstrip(".") or "video"
-
-
 def open_path(path: str | Path) -> list[FrameStream]:
     """The videos of `input=`: a video file, a folder of frames (one video), or a folder of such folders and
     video files (one video each, in natural order). Names become output folder names, so they must differ."""
-    from isam2.data.video_file import VideoFile, is_video_file
-
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"input not found: {path}")

@@ -343,7 +343,9 @@ def ensure_store(
     """
     check_extraction_settings(cfg)
     settings = BuildSettings.from_cfg(cfg)
-    full_identity = store_identity(cfg, split)  # with the configured encoders, if not just [sam2]
+    full_identity = store_identity(
+        cfg, split, split_targets(cfg, split)
+    )  # with the configured encoders, if not just [sam2]
     identity = masklet_identity(full_identity)
     path = store_folder(cfg.paths.store_dir, identity)
     if launch and not _in_group() and (force or not (path / "manifest.json").is_file()):
@@ -387,7 +389,7 @@ def _with_encoders(
             from isam2.data import open_split
             from isam2.encoders.features import add_encoder_features
 
-            videos = open_split(cfg.data, split).videos
+            videos = open_split(cfg.data, split, require_masks=False).videos
             with Heartbeat(store.path, 0, settings.heartbeat_seconds):
                 for c, ident in todo:
                     add_encoder_features(store, c, ident, videos, progress)
@@ -400,6 +402,18 @@ def _with_encoders(
             )
         _barrier()
     return MaskletStore(store.path, expected_hash, encoders=encoders)
+
+
+def split_targets(cfg: DictConfig, split: str) -> str:
+    """Which videos of the split have ground truth ("all", "none", "some"): a store of unlabelled frames holds
+    no targets, so it is another store than a labelled one of the same frames. A split not there yet (the
+    synthetic set before its first use) is taken as labelled; reading it later says what is wrong."""
+    from isam2.data import DataError, labelled_status, open_split
+
+    try:
+        return labelled_status(open_split(cfg.data, split, require_masks=False, generate=False))
+    except DataError:
+        return "all"
 
 
 def _open_finished(path: Path, expected: str, video_ids: list[str], force: bool) -> MaskletStore | None:
@@ -430,7 +444,7 @@ def _follow_rank_zero(
         settings.wait_seconds,
         f"rank 0 to build the masklet store {path}",
     )
-    video_ids = [v.id for v in open_split(cfg.data, split).videos]
+    video_ids = [v.id for v in open_split(cfg.data, split, require_masks=False).videos]
     return _open_finished(path, config_hash(identity), video_ids, force=False)
 
 
@@ -453,7 +467,9 @@ def _ensure_in_group(
     outcome: tuple[str, ISAM2Error | None] = ("build", None)
     if rank == 0:
         try:
-            dataset = open_split(cfg.data, split)  # first on rank 0: it may generate the synthetic set
+            dataset = open_split(
+                cfg.data, split, require_masks=False
+            )  # first on rank 0: it may generate the synthetic set
             video_ids = [v.id for v in dataset.videos]
             for video_id in video_ids:  # every id must name a file, before the first video is extracted
                 check_video_id(video_id, dataset.root / f"{split}.txt")
@@ -478,7 +494,7 @@ def _ensure_in_group(
     if outcome[0] == "open":
         return opened if rank == 0 else MaskletStore(path, expected_hash=expected)
     if rank != 0:
-        dataset = open_split(cfg.data, split)
+        dataset = open_split(cfg.data, split, require_masks=False)
         video_ids = [v.id for v in dataset.videos]
 
     manifest = path / "manifest.json"
@@ -555,6 +571,7 @@ def _manifest(
         "sam2": OmegaConf.to_container(cfg.sam2, resolve=True),
         "backbone": _backbone_record(cfg, path)["metadata"],
         "masklets": OmegaConf.to_container(cfg.masklets, resolve=True),
+        "targets": identity["data"].get("targets", "all"),
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

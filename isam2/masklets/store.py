@@ -108,9 +108,11 @@ def checkpoint_sha256(checkpoint: str | os.PathLike | None) -> str:
     return cached_sha256(path)  # the same digest SAM2Backbone.metadata() records
 
 
-def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
+def store_identity(cfg: DictConfig, split: str, targets: str = "all") -> dict[str, Any]:
     """The config that decides a store's content: data name+root+split, sam2 (checkpoint by sha256), masklets;
-    without the settings that change only speed or memory (`_SAM2_NOT_IDENTITY`, `_MASKLETS_NOT_IDENTITY`)."""
+    without the settings that change only speed or memory (`_SAM2_NOT_IDENTITY`, `_MASKLETS_NOT_IDENTITY`).
+    `targets`: which videos have ground truth ("all", "none", "some"); recorded only when not "all", so a
+    labelled store keeps its identity and an unlabelled one of the same frames is another store."""
     sam2 = OmegaConf.to_container(cfg.sam2, resolve=True)
     for key in _SAM2_NOT_IDENTITY:
         sam2.pop(key, None)
@@ -125,6 +127,7 @@ def store_identity(cfg: DictConfig, split: str) -> dict[str, Any]:
             "name": str(cfg.data.name),
             "root": str(Path(cfg.data.root).expanduser().resolve()),
             "split": split,
+            **({} if targets == "all" else {"targets": targets}),
         },
         "sam2": sam2,
         "masklets": masklets,

@@ -43,11 +43,22 @@ def open_stores_and_datasets(
     for split in dict.fromkeys(roles.values()):
         by_split_data[split] = open_split(cfg.data, split)
         by_split_store[split] = ensure_store(cfg, split)
+        check_store_targets(by_split_store[split])
         check_store_labels(by_split_store[split], int(cfg.data.num_classes))
     return (
         {role: by_split_store[split] for role, split in roles.items()},
         {role: by_split_data[split] for role, split in roles.items()},
     )
+
+
+def check_store_targets(store: Any) -> None:
+    """Training and scoring need a store whose every video had ground truth (its masklets have targets)."""
+    targets = store.manifest.get("targets", "all")
+    if targets != "all":
+        raise ConfigError(
+            f"masklet store {store.path} has no targets for {'any' if targets == 'none' else 'some'} of its "
+            "videos (built from a split without ground-truth masks): train and evaluate need a labelled split"
+        )
 
 
 def check_store_labels(store: Any, num_classes: int) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.errors import ISAM2Error
-from isam2.files import load_weights
+from isam2.pipelines.checkpoints import load_head_checkpoint, newest_train_checkpoint
 from isam2.pipelines.common import (
     build_datamodule,
     build_trainer,
@@ -29,12 +28,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible, check_features
 
     ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else newest_train_checkpoint(Path(cfg.paths.log_dir))
-    checkpoint = load_weights(ckpt, "ckpt_path")
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ISAM2Error(
-            f"ckpt_path={ckpt} is not a checkpoint of the masklet head (no state_dict); "
-            "use one from <run>/checkpoints/ of python -m isam2.train"
-        )
+    checkpoint = load_head_checkpoint(ckpt)
     hparams = checkpoint.get("hyper_parameters", {})
     overrides = {k: v for k, v in OmegaConf.to_container(cfg.segment, resolve=True).items() if v is not None}
     require_base_if_filling(overrides.get("fill"), cfg)
@@ -79,24 +73,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run_dir": str(cfg.paths.output_dir),
         "checkpoint": str(ckpt),
     }
-
-
-def newest_train_checkpoint(log_dir: Path) -> Path:
-    """The checkpoint that the newest finished train run under `log_dir`/train tested (its metrics.json's
-    "checkpoint": the best one by the selection metric), said in one printed line."""
-    import json
-
-    runs = sorted((log_dir / "train").glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for metrics in runs:
-        try:
-            recorded = json.loads(metrics.read_text()).get("checkpoint")
-        except (OSError, ValueError):
-            continue
-        if recorded and (metrics.parent / recorded).is_file():
-            ckpt = metrics.parent / recorded  # absolute `recorded` stays as it is
-            print(f"ckpt_path not set: evaluating {ckpt}, the checkpoint of the newest train run", flush=True)
-            return ckpt
-    raise ISAM2Error(
-        f"ckpt_path is not set and no finished train run with a checkpoint is under {log_dir / 'train'} "
-        "(paths.log_dir); set ckpt_path=<run>/checkpoints/<best>.ckpt or run python -m isam2.train first"
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ from tqdm import tqdm
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
 from isam2.pipelines.common import DEMO_NOTE, Stopwatch, flat_metrics, report, speed_line, speed_record
+
+log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -45,7 +48,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_output_apart(out_dir, "output_dir", inputs)  # before any work: refine never writes over its input
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         print(DEMO_NOTE, flush=True)
-    dataset = open_split(cfg.data, cfg.data.split)
+    dataset = open_split(
+        cfg.data, cfg.data.split, require_masks=False
+    )  # unlabelled videos: refined, not scored
+    labelled = [v.id for v in dataset.videos if v.masks is not None]
+    if len(labelled) < len(dataset):
+        log.warning(
+            f"{len(dataset) - len(labelled)} of {len(dataset)} videos of split {cfg.data.split!r} have no "
+            "ground truth: they are refined and written, and "
+            + ("only the others are scored" if labelled else "nothing is scored")
+        )
     check_predictions(base_dir, dataset.videos)
     store = ensure_store(cfg, cfg.data.split, force=cfg.force)
     metrics = {
@@ -68,11 +80,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             refined = refine_video(base, store, video.id, vote=vote, window=int(cfg.masklets.window))
             for name, frame in zip(video.frame_names, refined.numpy(), strict=True):
                 write_prediction(out_dir / video.id / f"{name}.png", frame)
-            gt = torch.from_numpy(video.load_masks())
-            metrics["base"].update(base, gt)
-            metrics["refined"].update(refined, gt)
+            if video.masks is not None:
+                gt = torch.from_numpy(video.load_masks())
+                metrics["base"].update(base, gt)
+                metrics["refined"].update(refined, gt)
+    if not labelled:
+        return _unscored(cfg, dataset, clock.seconds, len(store), vote, out_dir)
     results: dict[str, Any] = {name: m.compute() for name, m in metrics.items()}
-    measured = "refine loop: reading base and GT PNGs, Eq. 1-2, writing, scoring; store building excluded"
+    results["scored_videos"] = len(labelled)
+    measured = REFINE_MEASURED
     results["speed"] = speed_record(dataset.num_frames, clock.seconds, len(store), measured)
     results["vote"] = vote
     results["paper"] = {name: paper_columns(results[name]) for name in ("base", "refined")}
@@ -82,6 +98,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     report(f"{table}\n{speed_line(results['speed'])}\nrefined predictions: {out_dir}")
     return {
         "metrics": {**flat_metrics("base", results["base"]), **flat_metrics("refined", results["refined"])},
+        "results": results,
+        "run_dir": str(cfg.paths.output_dir),
+        "output_dir": str(out_dir),
+    }
+
+
+REFINE_MEASURED = "refine loop: reading base and GT PNGs, Eq. 1-2, writing, scoring; store building excluded"
+
+
+def _unscored(cfg: DictConfig, dataset: Any, seconds: float, masklets: int, vote: str, out_dir: Path) -> dict:
+    """A split without ground truth: the refined maps are written; metrics.json holds no scores."""
+    results: dict[str, Any] = {
+        "base": None,
+        "refined": None,
+        "scored_videos": 0,
+        "speed": speed_record(dataset.num_frames, seconds, masklets, REFINE_MEASURED),
+        "vote": vote,
+    }
+    for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
+        write_json(path, results)
+    report(f"no ground truth: nothing scored\n{speed_line(results['speed'])}\nrefined predictions: {out_dir}")
+    return {
+        "metrics": {},
         "results": results,
         "run_dir": str(cfg.paths.output_dir),
         "output_dir": str(out_dir),
