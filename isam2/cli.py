@@ -15,6 +15,9 @@ from isam2.errors import ConfigError, error_message, exit_with_error, user_error
 
 # Settings whose accepted values have several types (Lightning takes devices=1, devices=auto, devices=[0,1]).
 MIXED_TYPES = ("trainer.devices",)
+# The config folder beside the package, by absolute path: the same for `python -m` and for a caller that
+# imports an entry point (Hydra resolves a relative path from the caller, as a module when imported).
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
@@ -51,7 +54,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
 
                 finish_wandb()  # each job of a multirun is a wandb run of its own
 
-        main = hydra.main(version_base="1.3", config_path="../conf", config_name=config_name)(
+        main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
             user_errors_exit(checked)
         )
 

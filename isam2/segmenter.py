@@ -126,18 +126,17 @@ class Segmenter:
         stream = as_stream(frames, video_id)
         times = times if times is not None else StreamTimes()
         started = time.perf_counter()
-        group, group_id = _Group(), 0
+        group = _Group()
         windows = _Timed(prefetched(stream.windows(self._chunk_size())), times)
         tracker = _Held(windows)
         for t, fm in enumerate(self.source.video(tracker.chunks())):
-            if t // self.window != group_id and group.rows:
-                yield from self._paint(stream, group, return_masklets, return_probs, times)
-                group = _Group()
-            group_id = t // self.window
             window = tracker.window_of(t)
             if not group.windows or group.windows[-1] is not window:
                 group.windows.append(window)
             self._add_frame(group, fm, t)
+            if (t + 1) % self.window == 0:  # the keyframe window is complete: its votes can be cast
+                yield from self._paint(stream, group, return_masklets, return_probs, times)
+                group = _Group()
         if group.rows:
             yield from self._paint(stream, group, return_masklets, return_probs, times)
         if times.frames == 0:

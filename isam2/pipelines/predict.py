@@ -28,34 +28,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns {"metrics": {"predict/miou", ...} (None without GT), "results", "run_dir", "output_dir"}."""
     from isam2.encoders import encoder_configs
     from isam2.files import check_output_apart, write_json
-    from isam2.pipelines.checkpoints import load_segmenter_parts, newest_train_checkpoint
+    from isam2.pipelines.checkpoints import (
+        load_head_checkpoint,
+        load_segmenter_parts,
+        newest_train_checkpoint,
+    )
     from isam2.segmenter import Segmenter
 
     fmt = str(cfg.output_format)
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"output_format={fmt!r} is not one of {list(OUTPUT_FORMATS)}")
-    ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else newest_train_checkpoint(Path(cfg.paths.log_dir))
     streams, inputs, class_names = _open_inputs(cfg)
     out_dir = Path(cfg.output_dir).expanduser().resolve()
     if cfg.get("base_pred_dir"):
         inputs["base_pred_dir"] = Path(cfg.base_pred_dir)
     check_output_apart(out_dir, "output_dir", inputs)  # before any work: never written over an input
-    segment = OmegaConf.to_container(cfg.segment, resolve=True)
+    ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else newest_train_checkpoint(Path(cfg.paths.log_dir))
+    num_classes = int(load_head_checkpoint(ckpt).get("hyper_parameters", {}).get("num_classes", -1))
+    if fmt == "vspw" and num_classes != VSPW_CLASSES:
+        raise ConfigError(
+            f"output_format=vspw: checkpoint {ckpt} classifies {num_classes} classes, not VSPW's "
+            f"{VSPW_CLASSES}; write output_format=isam2 instead"
+        )
     parts = load_segmenter_parts(
         ckpt,
         cfg.sam2.get("checkpoint"),
         str(cfg.sam2.get("device", "auto")),
         masklets=OmegaConf.to_container(cfg.masklets, resolve=True),
         encoders=encoder_configs(cfg),
-        segment=segment,
+        segment=OmegaConf.to_container(cfg.segment, resolve=True),
         allow_feature_mismatch=bool(cfg.allow_feature_mismatch),
     )
-    num_classes = int(parts.model.hparams.num_classes)
-    if fmt == "vspw" and num_classes != VSPW_CLASSES:
-        raise ConfigError(
-            f"output_format=vspw: checkpoint {ckpt} classifies {num_classes} classes, not VSPW's "
-            f"{VSPW_CLASSES}; write output_format=isam2 instead"
-        )
     segmenter = Segmenter(parts.model, parts.source, parts.encoders, cfg.get("base_pred_dir"), class_names)
     scorer = _Scorer(cfg, num_classes, streams)
     videos = {}
