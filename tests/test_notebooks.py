@@ -94,3 +94,11 @@ def test_compare_runs_notebook_tables_several_runs(dashboard_run, refine_run, mo
     assert "swept: [" in text and "base_pred_dir" in text  # refine's override, absent from the train run
     assert "I-SAM2" in text and "refined" in text
     assert images_of(outputs) == 1
+
+
+def test_predict_notebook_segments_a_video_with_the_api(dashboard_run, monkeypatch):
+    monkeypatch.setenv("ISAM2_RUN_DIR", str(dashboard_run))
+    outputs = execute("predict.ipynb", NOTEBOOKS)
+    text = text_of(outputs)
+    assert "8 frames, masklets per frame:" in text and "masklet 0 (track" in text
+    assert images_of(outputs) == 1  # the three overlays in one figure

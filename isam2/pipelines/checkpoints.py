@@ -108,7 +108,9 @@ def load_segmenter_parts(
     painting = {**hparams.get("segment", {}), **{k: v for k, v in (segment or {}).items() if v is not None}}
     if (segment or {}).get("window") is None and "window" in masklet_settings:
         painting["window"] = masklet_settings["window"]  # track votes stay inside this run's keyframe windows
-    model = MaskletClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True, segment=painting)
+    model = MaskletClassifier.load_from_checkpoint(
+        path, map_location="cpu", weights_only=True, segment=painting
+    )
     backbone = instantiate(sam2)
     source = build_masklet_source(masklet_settings, backbone)
     model = model.to(backbone.device)

@@ -123,7 +123,7 @@ def _predict_video(
     times = StreamTimes()
     pixels = np.zeros(256, np.int64)
     renderer = _renderer(cfg, stream, out_dir, names)
-    writes = _Writes()
+    writes = BackgroundWrites()
     bar = tqdm(
         total=stream.num_frames or None, desc=stream.id, unit="frame", disable=not cfg.progress, leave=False
     )
@@ -165,7 +165,7 @@ def _write_map(path: Path, semantic: np.ndarray, fmt: str) -> None:
     write_prediction(path, train_to_vspw(semantic) if fmt == "vspw" else semantic)
 
 
-class _Writes:
+class BackgroundWrites:
     """File writing in one thread beside the device work, in order, with a bounded queue (a slow disk slows
     the loop rather than filling memory with maps)."""
 
