@@ -12,7 +12,15 @@ from tqdm import tqdm
 
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
-from isam2.pipelines.common import DEMO_NOTE, Stopwatch, flat_metrics, report, speed_line, speed_record
+from isam2.pipelines.common import (
+    DEMO_NOTE,
+    Stopwatch,
+    dataset_record,
+    flat_metrics,
+    report,
+    speed_line,
+    speed_record,
+)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -24,7 +32,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
     from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
-    from isam2.metrics.report import paper_columns
+    from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
     from isam2.segment.refine import VOTES, refine_video
 
     if not cfg.get("base_pred_dir"):
@@ -46,7 +54,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         print(DEMO_NOTE, flush=True)
     dataset = open_split(cfg.data, cfg.data.split)
-    check_predictions(base_dir, dataset.videos)
+    check_predictions(base_dir, dataset.videos, size_hint=dataset.size_hint)
     store = ensure_store(cfg, cfg.data.split, force=cfg.force)
     metrics = {
         name: VideoSegmentationMetrics(num_classes=dataset.num_classes, **cfg.metrics)
@@ -75,10 +83,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     measured = "refine loop: reading base and GT PNGs, Eq. 1-2, writing, scoring; store building excluded"
     results["speed"] = speed_record(dataset.num_frames, clock.seconds, len(store), measured)
     results["vote"] = vote
+    results["dataset"] = dataset_record(dataset)
+    results["mvc_videos"] = mvc_videos(
+        [len(v) for v in dataset], cfg.metrics.vc_lengths, str(cfg.metrics.vc_protocol)
+    )
     results["paper"] = {name: paper_columns(results[name]) for name in ("base", "refined")}
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
         write_json(path, results)
-    table = format_table({"base": results["base"], "SAM2-refiner": results["refined"]})
+    table = format_table(
+        {"base": results["base"], "SAM2-refiner": results["refined"]},
+        protocol_note=mvc_videos_note(results["mvc_videos"]),
+    )
     report(f"{table}\n{speed_line(results['speed'])}\nrefined predictions: {out_dir}")
     return {
         "metrics": {**flat_metrics("base", results["base"]), **flat_metrics("refined", results["refined"])},
