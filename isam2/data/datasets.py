@@ -221,24 +221,21 @@ class VIPSeg(VideoDataset):
             )
 
     def size_hint(self, pred_size: tuple[int, int], frame_size: tuple[int, int]) -> str:
-        """Which VIPSeg folder goes with predictions of `pred_size`: 720p ones (DVIS, DVIS++, CAVIS) with
-        VIPSeg_720P, others with the original folder."""
-        if self.layout == VIPSEG_ORIGINAL and pred_size[0] == 720:
-            other = self.root / VIPSEG_720P
+        """The other VIPSeg folder: predictions made on VIPSeg_720P's frames (DVIS, DVIS++ and CAVIS predict
+        at 720p) go with VIPSeg_720P, those made on the original frames with the original folder."""
+        if self.layout == VIPSEG_ORIGINAL:
+            other = self.root / VIPSEG_720P  # where change2_720p.py writes it
             folder = other if (other / "images").is_dir() else f"<VIPSeg>/{VIPSEG_720P}"
             return (
-                "720p predictions (DVIS, DVIS++ and CAVIS run VIPSeg at 720p) go with VIPSeg_720P's frames: "
+                "predictions made on VIPSeg_720P's frames (DVIS, DVIS++ and CAVIS predict at 720p) go with them: "
                 f"pass data.root={folder}"
             )
-        if self.layout == VIPSEG_720P:
-            folder = self.root.parent if (self.root.parent / "imgs").is_dir() else "<VIPSeg> (its imgs/)"
-            return (
-                f"VIPSeg_720P's frames are {frame_size[0]} high; predictions at the original VIPSeg resolution go "
-                f"with the original folder: pass data.root={folder}"
-            )
+        folder = (
+            self.root.parent if (self.root.parent / "imgs").is_dir() else "<VIPSeg> (the folder with imgs/)"
+        )
         return (
-            f"pass the data.root whose frames have the predictions' size (VIPSeg_720P, from change2_720p.py, "
-            f"for 720p predictions); {super().size_hint(pred_size, frame_size)}"
+            f"these frames are VIPSeg_720P's; predictions made on the original VIPSeg frames go with them: "
+            f"pass data.root={folder}"
         )
 
     @property
