@@ -94,5 +94,5 @@ def test_check_predictions_at_another_resolution_counts_them_and_asks_the_datase
         check_predictions(tmp_path / "p", videos, size_hint=hint)
     message = str(err.value)
     assert message.startswith(f"3 of 4 predictions in {tmp_path / 'p'} are at another resolution")
-    assert "v1/1.png is 3x4 (HxW) but its frames are 2x3" in message
+    assert "v1/1.png is 3x4 but its ground truth is 2x3 (HxW)" in message
     assert message.endswith("pass data.root=<the right one>") and asked == [((3, 4), (2, 3))]

@@ -172,15 +172,17 @@ def test_vipseg_predictions_at_another_resolution_name_the_folder_to_use(vipseg_
     _, _, original, p720, bases = vipseg_data
     line = refused(lambda: refine.run(_refine_cfg(tmp_path, original, bases[p720])), capsys)
     assert "are at another resolution than their frames" in line
-    assert "is 48x72 (HxW) but its frames are 32x48" in line and line.endswith(f"pass data.root={p720}")
+    assert "is 48x72 but its ground truth is 32x48 (HxW)" in line and line.endswith(f"pass data.root={p720}")
     line = refused(lambda: refine.run(_refine_cfg(tmp_path, p720, bases[original])), capsys)
-    assert "is 32x48 (HxW) but its frames are 48x72" in line and line.endswith(f"pass data.root={original}")
+    assert "is 32x48 but its ground truth is 48x72 (HxW)" in line and line.endswith(
+        f"pass data.root={original}"
+    )
     cfg = _compose(
         "score",
         ["data=vipseg", f"data.root={original}", f"pred_dir={bases[p720]}", f"paths.output_dir={tmp_path}"],
     )
     line = refused(lambda: score.run(cfg), capsys)
-    assert "is 48x72 (HxW) but its frames are 32x48" in line and line.endswith(f"pass data.root={p720}")
+    assert "is 48x72 but its ground truth is 32x48 (HxW)" in line and line.endswith(f"pass data.root={p720}")
 
 
 def test_refine_on_a_folder_of_neither_vipseg_layout(vipseg_data, tmp_path, capsys):

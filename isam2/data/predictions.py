@@ -70,9 +70,9 @@ def check_predictions(
     """Before scoring: pred_dir exists and holds PNGs, every GT frame has a prediction, headers give GT sizes.
 
     videos: the split's `Video`s. Raises one DataError naming the folder, the first missing files and
-    their count, or the first file with an unreadable header, or the count of files at another size than
-    their frames with the first of them, both sizes, and `size_hint(pred HxW, frame HxW)` (which data.root
-    goes with predictions of that size; the dataset's `size_hint`).
+    their count, or the first file with an unreadable header, or the one file of another size than its
+    frames; several such files: their count, the first with both sizes, and `size_hint(pred HxW, frame HxW)`
+    (which data.root goes with predictions of that size: the dataset's `size_hint`).
     """
     root = Path(pred_dir)
     if not root.is_dir():
@@ -104,9 +104,10 @@ def check_predictions(
 
 
 def _size_message(root: Path, wrong: list, total: int, size_hint: Callable | None) -> str:
+    """One file of another size is a broken file; several are a folder made at another resolution."""
     path, (ph, pw), (fh, fw) = wrong[0]
+    named = f"{path} is {ph}x{pw} but its ground truth is {fh}x{fw} (HxW)"
+    if len(wrong) == 1:
+        return named
     hint = size_hint((ph, pw), (fh, fw)) if size_hint is not None else "write them at the size of the frames"
-    return (
-        f"{len(wrong)} of {total} predictions in {root} are at another resolution than their frames: {path} is "
-        f"{ph}x{pw} (HxW) but its frames are {fh}x{fw}; {hint}"
-    )
+    return f"{len(wrong)} of {total} predictions in {root} are at another resolution than their frames: {named}; {hint}"
