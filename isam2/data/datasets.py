@@ -177,11 +177,15 @@ class VIPSeg(VideoDataset):
                 "panomasks/, panoptic_gt_VIPSeg_<split>.json); found neither"
             )
         self.layout = VIPSEG_720P if VIPSEG_720P in found else VIPSEG_ORIGINAL
-        masks = self.root / "panomasks"
-        if self.require_masks and not masks.is_dir():
+        if self.require_masks and not (self.root / "panomasks").is_dir():
+            remedy = (
+                "panomasksRGB/ is not read; VIPSeg's change2_720p.py writes panomasks/ beside images/"
+                if self.layout == VIPSEG_720P
+                else "the ground truth of the split is missing"
+            )
             raise DataError(
-                f"{self.layout} folder {self.root} has no panomasks/ (the panoptic id PNGs, category x 100 + "
-                "instance for things; panomasksRGB/ is not read): run VIPSeg's change2_720p.py, which writes both"
+                f"{self.layout} folder {self.root} has no panomasks/ (the panoptic id PNGs: category, or "
+                f"category x 100 + instance for things): {remedy}"
             )
 
     def _split_source(self) -> Path:
