@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from isam2.data.synthetic import ensure_synthetic
-from isam2.metrics.report import format_table, paper_columns
+from isam2.metrics.report import format_table, mvc_videos, mvc_videos_note, paper_columns
 from tests.train_helpers import REPO, TINY_DATA, run_cli
 
 CONF = REPO / "conf"
@@ -225,6 +225,37 @@ def test_paper_columns_percent_one_decimal_and_protocol():
     table = format_table({"SAM2-CFFM": result})
     assert table.splitlines()[2].split() == ["SAM2-CFFM", "40.3", "61.1", "29.3", "89.4", "-"]
     assert table.splitlines()[-1] == f"protocol: {got['protocol']}"
+
+
+def _scored(frames: int, n: int, protocol: str) -> bool:
+    """Whether a protocol scores any window of a video, as docs/metrics.md states it."""
+    return {"cffm": frames > 16 and frames - n >= 1, "vspw": frames > n, "paper": frames >= n}[protocol]
+
+
+@pytest.mark.parametrize("protocol", ["cffm", "vspw", "paper"])
+def test_mvc_videos_counts_what_each_protocol_skips(protocol):
+    frames = [3, 7, 8, 9, 15, 16, 17, 18, 24, 40]
+    got = mvc_videos(frames, [8, 16], protocol)
+    for n in (8, 16):
+        counted = [t for t in frames if _scored(t, n, protocol)]
+        skipped = [t for t in frames if not _scored(t, n, protocol)]
+        assert got[f"mvc{n}"] == {"counted": len(counted), "of": len(frames), "skipped_up_to": max(skipped)}
+        assert max(skipped) < min(counted)  # "skipped: <= k frames" describes them exactly
+    assert mvc_videos([40, 50], [8, 16], protocol)["mvc16"]["counted"] == 2
+
+
+def test_mvc_videos_note_in_the_protocol_line():
+    cffm = mvc_videos([10, 20, 30], [8, 16], "cffm")
+    assert mvc_videos_note(cffm) == "mVC8 and mVC16 over 2 of 3 videos: 1 has <= 16 frames"
+    vspw = mvc_videos([5, 10, 12, 30], [8, 16], "vspw")
+    assert mvc_videos_note(vspw) == (
+        "mVC8 over 3 of 4 videos: 1 has <= 8 frames; mVC16 over 1 of 4 videos: 3 have <= 16 frames"
+    )
+    assert mvc_videos_note(mvc_videos([20, 30], [8, 16], "cffm")) is None  # nothing skipped: no note
+    result = {"miou": 0.5, "protocol": {"miou_classes": "gt", "vc_protocol": "cffm", "boundary_width": 5}}
+    last = format_table({"a": result, "b": result}, protocol_note=mvc_videos_note(cffm)).splitlines()[-1]
+    assert last.startswith("protocol: mIoU over classes present in GT")
+    assert last.endswith("; mVC8 and mVC16 over 2 of 3 videos: 1 has <= 16 frames")
 
 
 # ---- citations ----

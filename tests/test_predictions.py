@@ -76,3 +76,23 @@ def test_check_predictions_cases(tmp_path):
     write_prediction(prediction_path(tmp_path / "p", "v2", "0"), np.zeros((3, 3), np.uint8))
     with pytest.raises(DataError, match=r"v2/0\.png is 3x3"):
         check_predictions(tmp_path / "p", videos)
+
+
+def test_check_predictions_at_another_resolution_counts_them_and_asks_the_dataset(tmp_path):
+    videos = fake_videos()
+    for v in videos:
+        for n in v.frame_names:
+            write_prediction(prediction_path(tmp_path / "p", v.id, n), np.zeros((3, 4), np.uint8))
+    write_prediction(prediction_path(tmp_path / "p", "v1", "0"), np.zeros((2, 3), np.uint8))
+    asked = []
+
+    def hint(pred_size, frame_size):
+        asked.append((pred_size, frame_size))
+        return "pass data.root=<the right one>"
+
+    with pytest.raises(DataError) as err:
+        check_predictions(tmp_path / "p", videos, size_hint=hint)
+    message = str(err.value)
+    assert message.startswith(f"3 of 4 predictions in {tmp_path / 'p'} are at another resolution")
+    assert "v1/1.png is 3x4 but its ground truth is 2x3 (HxW)" in message
+    assert message.endswith("pass data.root=<the right one>") and asked == [((3, 4), (2, 3))]

@@ -1,5 +1,8 @@
-"""Dataset readers on generated data and on hand-made broken trees: one test per bad-input case."""
+"""Dataset readers on generated data and on hand-made broken trees: one test per bad-input case; VIPSeg in both
+the layouts it ships in, built from the synthetic set (tests/vipseg_layouts.py)."""
 
+import json
+import logging
 import shutil
 
 import numpy as np
@@ -8,6 +11,7 @@ from PIL import Image
 
 from isam2.data import VSPW, DataError, VIPSeg
 from isam2.data.synthetic import SyntheticConfig, generate
+from tests.vipseg_layouts import make_vipseg, nearest
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +139,142 @@ def test_a_wrong_first_frame_is_named_too(tree):
         video.load_frames()
     message = str(err.value)
     assert str(v.frames[0]) in message and str(v.frames[1]) in message and "20x30" in message
+
+
+# ------------------------------------------------------------------ VIPSeg: the two layouts it ships in
+
+
+@pytest.fixture(scope="module")
+def vipseg(synthetic_root, tmp_path_factory):
+    """(original VIPSeg root, its VIPSeg_720P root), read-only: copy before breaking."""
+    return make_vipseg(synthetic_root, tmp_path_factory.mktemp("vipseg"))
+
+
+@pytest.fixture
+def vipseg_copy(vipseg, tmp_path):
+    original = shutil.copytree(vipseg[0], tmp_path / "VIPSeg")
+    return original, original / "VIPSeg_720P"
+
+
+def test_vipseg_original_layout_decodes_panoptic_things(synthetic_root, vipseg):
+    ds = VIPSeg(vipseg[0], "val")
+    assert ds.layout == "VIPSeg" and ds.split_source == vipseg[0] / "val.txt"
+    source = VSPW(synthetic_root, "val")
+    assert [v.id for v in ds] == [v.id for v in source]
+    raw = np.asarray(Image.open(ds[0].masks[0]))
+    assert raw.dtype == np.uint16 and (raw >= 600).any()  # thing pixels: category x 100 + instance
+    for v, s in zip(ds, source, strict=True):
+        assert v.size == s.size and v.frames[0].parent == vipseg[0] / "imgs" / v.id
+        np.testing.assert_array_equal(v.load_masks(), s.load_masks())
+
+
+def test_vipseg_720p_layout_reads_its_panoptic_gt_json(synthetic_root, vipseg, caplog):
+    _, p720 = vipseg
+    assert not (p720 / "val.txt").exists()
+    with caplog.at_level(logging.INFO, logger="isam2.data.datasets"):
+        ds = VIPSeg(p720, "val")
+        VIPSeg(p720, "val")  # a second reader of the same folder says nothing new
+    assert ds.layout == "VIPSeg_720P" and ds.split_source == p720 / "panoptic_gt_VIPSeg_val.json"
+    said = [r.getMessage() for r in caplog.records if "VIPSeg_720P layout" in r.getMessage()]
+    assert len(said) == 1 and "images/" in said[0] and "panoptic_gt_VIPSeg_val.json" in said[0]
+    source = VSPW(synthetic_root, "val")
+    assert [v.id for v in ds] == sorted(v.id for v in source)
+    for v, s in zip(ds, sorted(source, key=lambda s: s.id), strict=True):
+        assert v.size == (60, 84) and v.frames[0].parent == p720 / "images" / v.id
+        np.testing.assert_array_equal(v.load_mask(1), nearest(s.load_mask(1), (60, 84)))
+    assert ds.class_names[5] == "car" and ds.class_names[0] == "sky"
+
+
+def test_vipseg_720p_video_list_order_and_precedence(vipseg_copy):
+    _, p720 = vipseg_copy
+    coco_path = p720 / "panoptic_gt_VIPSeg_val.json"
+    coco = json.loads(coco_path.read_text())
+    ids = [v["video_id"] for v in coco["videos"]]
+    coco["videos"].reverse()
+    coco_path.write_text(json.dumps(coco))
+    assert [v.id for v in VIPSeg(p720, "val")] == ids[::-1]  # the JSON's order
+    (p720 / "val.txt").write_text(f"{ids[0]}\n")
+    ds = VIPSeg(p720, "val")  # a split file in the folder wins
+    assert [v.id for v in ds] == ids[:1] and ds.split_source == p720 / "val.txt"
+    only = p720.parent / "one.txt"
+    only.write_text(f"{ids[1]}\n")
+    assert [v.id for v in VIPSeg(p720, "val", split_file=only)] == ids[1:2]  # data.split_file wins over both
+
+
+def test_data_split_file_lists_data_split_only(vipseg_copy):
+    from omegaconf import OmegaConf
+
+    from isam2.data import open_split
+    from isam2.errors import user_error
+
+    original, p720 = vipseg_copy
+    ids = (original / "val.txt").read_text().split()
+    (original / "mine.txt").write_text(f"{ids[1]}\n")
+    (p720 / "panoptic_gt_VIPSeg_train.json").write_text(json.dumps({"videos": [{"video_id": ids[0]}]}))
+    cfg = OmegaConf.create(
+        {"root": str(p720), "split": "val", "split_file": str(original / "mine.txt"), "generate": None}
+    )
+    cfg.reader = {"_target_": "isam2.data.datasets.VIPSeg"}
+    assert [v.id for v in open_split(cfg)] == ids[1:2]
+    assert [v.id for v in open_split(cfg, "train")] == ids[:1]  # another split reads the layout's own list
+    cfg.split_file = str(original / "absent.txt")
+    with pytest.raises(Exception) as err:  # Hydra's instantiate wraps it; the CLI finds it (user_error)
+        open_split(cfg)
+    assert str(user_error(err.value)).startswith(f"data.split_file not found: {original / 'absent.txt'}")
+
+
+def test_vipseg_720p_without_a_video_list_names_what_was_looked_for(vipseg_copy):
+    original, p720 = vipseg_copy
+    (p720 / "panoptic_gt_VIPSeg_val.json").unlink()
+    with pytest.raises(DataError) as err:
+        VIPSeg(p720, "val")
+    message = str(err.value)
+    assert str(p720 / "val.txt") in message and str(p720 / "panoptic_gt_VIPSeg_val.json") in message
+    assert f"data.split_file={original / 'val.txt'}" in message  # the original folder's list, when beside it
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", json.dumps({"annotations": []}), json.dumps({"videos": [{"id": "v"}]})],
+    ids=["invalid", "no-videos", "no-video_id"],
+)
+def test_vipseg_720p_json_that_is_not_a_video_list(vipseg_copy, content):
+    _, p720 = vipseg_copy
+    (p720 / "panoptic_gt_VIPSeg_val.json").write_text(content)
+    with pytest.raises(
+        DataError, match=r"panoptic_gt_VIPSeg_val\.json (is not valid JSON|has no \"videos\")"
+    ):
+        VIPSeg(p720, "val")
+
+
+def test_vipseg_json_video_id_cannot_lead_outside(vipseg_copy):
+    _, p720 = vipseg_copy
+    (p720 / "panoptic_gt_VIPSeg_val.json").write_text(json.dumps({"videos": [{"video_id": "../x"}]}))
+    with pytest.raises(DataError, match=r"lists '\.\./x', which leads outside"):
+        VIPSeg(p720, "val")
+
+
+def test_a_folder_of_neither_vipseg_layout(synthetic_root, vipseg_copy):
+    with pytest.raises(DataError) as err:
+        VIPSeg(synthetic_root, "val")  # a VSPW folder
+    message = str(err.value)
+    assert f"data.root={synthetic_root} is not a VIPSeg folder" in message
+    assert "imgs/" in message and "images/" in message and "panoptic_gt_VIPSeg_<split>.json" in message
+    original, p720 = vipseg_copy
+    shutil.rmtree(p720 / "panomasks")
+    with pytest.raises(
+        DataError, match=r"VIPSeg_720P folder .* has no panomasks/.*panomasksRGB/ is not read"
+    ):
+        VIPSeg(p720, "val")
+    assert len(VIPSeg(p720, "val", require_masks=False)[0].frames) > 0  # frames alone, when no GT is needed
+    shutil.copytree(p720 / "images", original / "images")
+    with pytest.raises(DataError, match="holds both imgs/ .* and images/"):
+        VIPSeg(original, "val")
+
+
+def test_an_imgs_link_to_images_is_still_the_720p_layout(vipseg_copy):
+    """The old workaround (a symlink imgs -> images in VIPSeg_720P) reads the 720p frames, named as such."""
+    _, p720 = vipseg_copy
+    (p720 / "imgs").symlink_to(p720 / "images")
+    ds = VIPSeg(p720, "val")
+    assert ds.layout == "VIPSeg_720P" and ds[0].size == (60, 84)

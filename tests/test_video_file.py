@@ -27,8 +27,18 @@ def random_frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def write_video(path, frames, fps=10, codec="ffv1", pix_fmt="bgr0", rotation=None, hflip=False, pts=None,
-                options=None, container_options=None):
+def write_video(
+    path,
+    frames,
+    fps=10,
+    codec="ffv1",
+    pix_fmt="bgr0",
+    rotation=None,
+    hflip=False,
+    pts=None,
+    options=None,
+    container_options=None,
+):
     """Encode RGB frames with PyAV. ffv1 + bgr0 is lossless for RGB; `pts` in milliseconds gives a variable
     frame rate; `rotation` (counter-clockwise degrees) and `hflip` write a display matrix."""
     h, w = frames[0].shape[:2]
@@ -68,7 +78,12 @@ def assert_frames_equal(got, expected):
 
 
 def test_is_video_file_and_safe_id():
-    assert is_video_file("a/b.MP4") and is_video_file("x.mov") and is_video_file("x.avi") and is_video_file("x.mkv")
+    assert (
+        is_video_file("a/b.MP4")
+        and is_video_file("x.mov")
+        and is_video_file("x.avi")
+        and is_video_file("x.mkv")
+    )
     assert not is_video_file("x.jpg") and not is_video_file("mp4")
     assert safe_id("my clip (1)é") == "my_clip__1__"
     assert safe_id("a.b+c-d_e") == "a.b+c-d_e"
@@ -103,7 +118,9 @@ def test_windows_of_5_over_12_frames(tmp_path):
         next(video.iter_windows(0))
 
 
-@pytest.mark.parametrize("hw", [(27, 48), (48, 27), (31, 17)], ids=["odd-landscape", "odd-portrait", "odd-both"])
+@pytest.mark.parametrize(
+    "hw", [(27, 48), (48, 27), (31, 17)], ids=["odd-landscape", "odd-portrait", "odd-both"]
+)
 def test_odd_and_portrait_sizes(tmp_path, hw):
     frames = random_frames(5, *hw)
     video = VideoFile(write_video(tmp_path / "odd.mkv", frames))
@@ -152,7 +169,9 @@ def test_to_display_on_synthetic_matrices():
     image = np.arange(2 * 3).reshape(2, 3)
     assert to_display(image, None) is image
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(0)), image)
-    np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(90)), np.rot90(image, -1))  # clockwise tag
+    np.testing.assert_array_equal(
+        to_display(image, rotate_tag_matrix(90)), np.rot90(image, -1)
+    )  # clockwise tag
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(270)), np.rot90(image, 1))
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(180)), image[::-1, ::-1])
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(80)), np.rot90(image, -1))  # nearest
@@ -192,7 +211,9 @@ def write_bad(tmp_path, case: str):
         with av.open(str(path), "w") as container:
             stream = container.add_stream("aac", rate=16000)
             for i in range(10):
-                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+                )
                 frame.sample_rate, frame.pts = 16000, i * 1024
                 for packet in stream.encode(frame):
                     container.mux(packet)
@@ -236,7 +257,9 @@ def test_truncated_mkv_yields_the_frames_before_the_cut(tmp_path):
 
 def test_corrupt_mp4_yields_a_prefix_or_names_the_file_and_frame(tmp_path):
     """FFmpeg either stops quietly or raises, depending on where the damage is (and on its threads)."""
-    good = write_mp4(tmp_path / "good.mp4", random_frames(12, 48, 64), container_options={"movflags": "faststart"})
+    good = write_mp4(
+        tmp_path / "good.mp4", random_frames(12, 48, 64), container_options={"movflags": "faststart"}
+    )
     reference = plain_decode(good)
     path = tmp_path / "cut.mp4"
     path.write_bytes(good.read_bytes()[: good.stat().st_size * 3 // 4])
@@ -277,7 +300,9 @@ def test_ffmpeg_error_mid_file_names_the_file_and_frame(tmp_path, monkeypatch):
     real_open = av.open
     monkeypatch.setattr(av, "open", lambda *a, **k: FailingDecode(real_open(*a, **k), ok=7))
     got = []
-    with pytest.raises(DataError, match=re.escape(f"{path} is corrupt or truncated: decoding stopped at frame 7")):
+    with pytest.raises(
+        DataError, match=re.escape(f"{path} is corrupt or truncated: decoding stopped at frame 7")
+    ):
         for frame in video.iter_frames():
             got.append(frame)
     assert len(got) == 7

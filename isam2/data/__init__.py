@@ -24,7 +24,8 @@ def open_split(
 ) -> VideoDataset:
     """The reader of `data_cfg` for `split` (default `data.split`); generates the synthetic set on first use
     (unless `generate=False`). `require_masks`: every video must have ground-truth masks (train, evaluate);
-    otherwise videos without masks are read without them (extract, refine, predict)."""
+    otherwise videos without masks are read without them (extract, refine, predict). `data.split_file`, when
+    set, lists the videos of `data.split` (other splits read their layout's own list)."""
     from hydra.utils import instantiate
 
     from isam2.data.synthetic import ensure_synthetic
@@ -32,7 +33,10 @@ def open_split(
     if generate and data_cfg.get("generate") is not None:
         ensure_synthetic(data_cfg.root, instantiate(data_cfg.generate))
     split = split or data_cfg.split
-    dataset = instantiate(data_cfg.reader, root=data_cfg.root, split=split, require_masks=False)
+    extra = {}
+    if data_cfg.get("split_file") and split == data_cfg.split:
+        extra["split_file"] = str(data_cfg.split_file)
+    dataset = instantiate(data_cfg.reader, root=data_cfg.root, split=split, require_masks=False, **extra)
     if require_masks:
         check_labelled(dataset)
     return dataset

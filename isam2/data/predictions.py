@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,18 @@ def read_prediction(path: str | Path, size: tuple[int, int] | None = None) -> np
         raise DataError(f"unreadable or truncated prediction PNG {path}: {e}") from None
 
 
-def check_predictions(pred_dir: str | Path, videos, max_named: int = 5) -> None:
+def check_predictions(
+    pred_dir: str | Path,
+    videos,
+    max_named: int = 5,
+    size_hint: Callable[[tuple[int, int], tuple[int, int]], str] | None = None,
+) -> None:
     """Before scoring: pred_dir exists and holds PNGs, every GT frame has a prediction, headers give GT sizes.
 
     videos: the split's `Video`s. Raises one DataError naming the folder, the first missing files and
-    their count, or the first file of the wrong size or with an unreadable header.
+    their count, or the first file with an unreadable header, or the one file of another size than its
+    frames; several such files: their count, the first with both sizes, and `size_hint(pred HxW, frame HxW)`
+    (which data.root goes with predictions of that size: the dataset's `size_hint`).
     """
     root = Path(pred_dir)
     if not root.is_dir():
@@ -84,6 +92,22 @@ def check_predictions(pred_dir: str | Path, videos, max_named: int = 5) -> None:
         raise DataError(
             f"{len(missing)} of {total} ground-truth frames have no prediction in {root}: {shown}"
         )
+    wrong: list[tuple[Path, tuple[int, int], tuple[int, int]]] = []
     for v in videos:
         for name in v.frame_names:
-            _open_checked(prediction_path(root, v.id, name), v.size).close()
+            path = prediction_path(root, v.id, name)
+            with _open_checked(path, None) as im:
+                if (im.height, im.width) != tuple(v.size):
+                    wrong.append((path, (im.height, im.width), tuple(v.size)))
+    if wrong:
+        raise DataError(_size_message(root, wrong, total, size_hint))
+
+
+def _size_message(root: Path, wrong: list, total: int, size_hint: Callable | None) -> str:
+    """One file of another size is a broken file; several are a folder made at another resolution."""
+    path, (ph, pw), (fh, fw) = wrong[0]
+    named = f"{path} is {ph}x{pw} but its ground truth is {fh}x{fw} (HxW)"
+    if len(wrong) == 1:
+        return named
+    hint = size_hint((ph, pw), (fh, fw)) if size_hint is not None else "write them at the size of the frames"
+    return f"{len(wrong)} of {total} predictions in {root} are at another resolution than their frames: {named}; {hint}"

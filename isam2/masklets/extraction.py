@@ -472,7 +472,7 @@ def _ensure_in_group(
             )  # first on rank 0: it may generate the synthetic set
             video_ids = [v.id for v in dataset.videos]
             for video_id in video_ids:  # every id must name a file, before the first video is extracted
-                check_video_id(video_id, dataset.root / f"{split}.txt")
+                check_video_id(video_id, getattr(dataset, "split_source", dataset.root / f"{split}.txt"))
             opened = _open_finished(path, expected, video_ids, force)
             if opened is None:
                 lock.acquire(settings.lock_wait_seconds)
@@ -512,7 +512,10 @@ def _ensure_in_group(
             )
             if rank == 0:
                 finalize_store(
-                    path, video_ids, _manifest(cfg, split, identity, expected, path), _feature_dim(cfg, path)
+                    path,
+                    video_ids,
+                    _manifest(cfg, split, identity, expected, path, getattr(dataset, "layout", None)),
+                    _feature_dim(cfg, path),
                 )
             else:
                 wait_until(
@@ -561,12 +564,17 @@ def _backbone_record(cfg: DictConfig, path: Path) -> dict[str, Any]:
 
 
 def _manifest(
-    cfg: DictConfig, split: str, identity: dict[str, Any], expected: str, path: Path
+    cfg: DictConfig,
+    split: str,
+    identity: dict[str, Any],
+    expected: str,
+    path: Path,
+    layout: str | None = None,
 ) -> dict[str, Any]:
     return {
         "config_hash": expected,
         "identity": identity,
-        "dataset": {"name": str(cfg.data.name), "root": identity["data"]["root"]},
+        "dataset": {"name": str(cfg.data.name), "root": identity["data"]["root"], "layout": layout},
         "split": split,
         "sam2": OmegaConf.to_container(cfg.sam2, resolve=True),
         "backbone": _backbone_record(cfg, path)["metadata"],

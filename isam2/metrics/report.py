@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 MAIN_COLUMNS = (("mIoU", "miou"), ("WIoU", "fwiou"), ("mBIoU", "mbiou"))
@@ -58,17 +58,52 @@ def paper_columns(results: Mapping[str, Any], protocol: Mapping[str, Any] | None
     }
 
 
+def mvc_videos(num_frames: Sequence[int], lengths: Sequence[int], protocol: str) -> dict[str, dict[str, int]]:
+    """Per mVC_n, how many of the videos (`num_frames`: their lengths) `protocol` scores, from `window_ends`:
+    {"mvc16": {"counted": 310, "of": 343, "skipped_up_to": 16}, ...}; skipped_up_to: a video of that many
+    frames or fewer has no window."""
+    from isam2.metrics.consistency import CFFM_MIN_FRAMES, window_ends
+
+    out = {}
+    for n in lengths:
+        counted = sum(1 for t in num_frames if len(window_ends(int(t), int(n), protocol)))
+        limit = max(int(n), CFFM_MIN_FRAMES) + 2
+        longest = max((t for t in range(1, limit) if not len(window_ends(t, int(n), protocol))), default=0)
+        out[f"mvc{n}"] = {"counted": counted, "of": len(num_frames), "skipped_up_to": longest}
+    return out
+
+
+def mvc_videos_note(videos: Mapping[str, Mapping[str, int]]) -> str | None:
+    """The lengths that skip videos, as in `mVC8 and mVC16 over 310 of 343 videos: 33 have <= 16 frames`;
+    None when every length counts every video."""
+    groups: dict[tuple[int, int, int], list[str]] = {}
+    for key, v in videos.items():
+        if v["counted"] < v["of"]:
+            groups.setdefault((v["counted"], v["of"], v["skipped_up_to"]), []).append(f"mVC{key[3:]}")
+    parts = []
+    for (counted, total, up_to), names in groups.items():
+        skipped = total - counted
+        verb = "has" if skipped == 1 else "have"
+        parts.append(
+            f"{' and '.join(names)} over {counted} of {total} videos: {skipped} {verb} <= {up_to} frames"
+        )
+    return "; ".join(parts) or None
+
+
 def _grid(header: list[str], body: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, body)])
 
 
-def format_table(rows: dict[str, dict], class_names: list[str] | None = None) -> str:
+def format_table(
+    rows: dict[str, dict], class_names: list[str] | None = None, protocol_note: str | None = None
+) -> str:
     """The paper's columns (mIoU, WIoU, mBIoU, mVC8, mVC16, ...) in percent, one row per method name.
 
-    A last line names the protocol (when the rows record one). With `class_names`, a per-class IoU table
-    follows (classes with an IoU for at least one method). Missing values (None) print as "-".
+    A last line names the protocol (when the rows record one), `protocol_note` appended (`mvc_videos_note`).
+    With `class_names`, a per-class IoU table follows (classes with an IoU for at least one method). Missing
+    values (None) print as "-".
     """
     lengths = sorted(
         {int(m.group(1)) for r in rows.values() for k in r if (m := re.fullmatch(r"mvc(\d+)", k))}
@@ -77,7 +112,10 @@ def format_table(rows: dict[str, dict], class_names: list[str] | None = None) ->
     body = [[name, *(_pct(r.get(key)) for _, key in columns)] for name, r in rows.items()]
     text = _grid(["Method", *(title for title, _ in columns)], body)
     protocols = {protocol_name(r["protocol"]) for r in rows.values() if r.get("protocol")}
-    text += "".join(f"\nprotocol: {p}" for p in sorted(protocols))
+    lines = [f"{p}; {protocol_note}" if protocol_note else p for p in sorted(protocols)]
+    if protocol_note and not lines:
+        lines = [protocol_note]
+    text += "".join(f"\nprotocol: {line}" for line in lines)
     if class_names is not None:
         per_class = {name: r.get("per_class_iou") or [] for name, r in rows.items()}
         lines = []

@@ -61,6 +61,17 @@ def check_store_targets(store: Any) -> None:
         )
 
 
+def dataset_record(dataset: Any) -> dict[str, Any]:
+    """Which data a result was computed on: reader name, split, root, the layout found and the split list read."""
+    return {
+        "name": dataset.name,
+        "split": dataset.split,
+        "root": str(dataset.root),
+        "layout": dataset.layout,
+        "split_list": str(dataset.split_source),
+    }
+
+
 def check_store_labels(store: Any, num_classes: int) -> None:
     """Every masklet target must be a class of `data.num_classes` (or VOID, no target)."""
     labels = np.asarray(store.label)

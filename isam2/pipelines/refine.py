@@ -13,7 +13,15 @@ from tqdm import tqdm
 
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
-from isam2.pipelines.common import DEMO_NOTE, Stopwatch, flat_metrics, report, speed_line, speed_record
+from isam2.pipelines.common import (
+    DEMO_NOTE,
+    Stopwatch,
+    dataset_record,
+    flat_metrics,
+    report,
+    speed_line,
+    speed_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +35,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
     from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
-    from isam2.metrics.report import paper_columns
+    from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
     from isam2.segment.refine import VOTES, refine_video
 
     if not cfg.get("base_pred_dir"):
@@ -58,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "ground truth: they are refined and written, and "
             + ("only the others are scored" if labelled else "nothing is scored")
         )
-    check_predictions(base_dir, dataset.videos)
+    check_predictions(base_dir, dataset.videos, size_hint=dataset.size_hint)
     store = ensure_store(cfg, cfg.data.split, force=cfg.force)
     metrics = {
         name: VideoSegmentationMetrics(num_classes=dataset.num_classes, **cfg.metrics)
@@ -91,10 +99,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     measured = REFINE_MEASURED
     results["speed"] = speed_record(dataset.num_frames, clock.seconds, len(store), measured)
     results["vote"] = vote
+    results["dataset"] = dataset_record(dataset)
+    results["mvc_videos"] = mvc_videos(
+        [len(v) for v in dataset if v.masks is not None], cfg.metrics.vc_lengths, str(cfg.metrics.vc_protocol)
+    )
     results["paper"] = {name: paper_columns(results[name]) for name in ("base", "refined")}
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
         write_json(path, results)
-    table = format_table({"base": results["base"], "SAM2-refiner": results["refined"]})
+    table = format_table(
+        {"base": results["base"], "SAM2-refiner": results["refined"]},
+        protocol_note=mvc_videos_note(results["mvc_videos"]),
+    )
     report(f"{table}\n{speed_line(results['speed'])}\nrefined predictions: {out_dir}")
     return {
         "metrics": {**flat_metrics("base", results["base"]), **flat_metrics("refined", results["refined"])},
@@ -115,6 +130,7 @@ def _unscored(cfg: DictConfig, dataset: Any, seconds: float, masklets: int, vote
         "scored_videos": 0,
         "speed": speed_record(dataset.num_frames, seconds, masklets, REFINE_MEASURED),
         "vote": vote,
+        "dataset": dataset_record(dataset),
     }
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
         write_json(path, results)

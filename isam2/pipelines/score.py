@@ -56,7 +56,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     from isam2.data.predictions import check_predictions
     from isam2.files import write_json
     from isam2.metrics import VideoSegmentationMetrics, format_table
-    from isam2.metrics.report import paper_columns
+    from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
     from isam2.metrics.scoring import score_videos
 
     if cfg.pred_dir is None or str(cfg.pred_dir) == "":
@@ -66,7 +66,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
         )
     pred_dir = Path(str(cfg.pred_dir)).expanduser()
     dataset = open_split(cfg.data, cfg.data.split)
-    check_predictions(pred_dir, dataset.videos)
+    check_predictions(pred_dir, dataset.videos, size_hint=dataset.size_hint)
     metrics = VideoSegmentationMetrics(num_classes=int(cfg.data.num_classes), **cfg.metrics)
     trainer = make_trainer(cfg.trainer)
     with known_warnings_silenced():
@@ -80,6 +80,10 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
         "dataset": str(cfg.data.name),
         "split": str(cfg.data.split),
         "pred_dir": str(pred_dir.resolve()),
+        "layout": dataset.layout,
+        "mvc_videos": mvc_videos(
+            [len(v) for v in dataset], cfg.metrics.vc_lengths, str(cfg.metrics.vc_protocol)
+        ),
     }
     result["paper"] = paper_columns(result)
     if result["num_invalid_pred"]:
@@ -92,9 +96,10 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("output"):
         written.append(write_json(Path(str(cfg.output)).expanduser(), result))
     p = result["protocol"]
+    note = mvc_videos_note(result["mvc_videos"])
     classes = "classes present in GT" if p["miou_classes"] == "gt" else "classes with a non-empty union"
     report(
-        f"{format_table({pred_dir.name or str(pred_dir): result}, dataset.class_names)}\n\n"
+        f"{format_table({pred_dir.name or str(pred_dir): result}, dataset.class_names, note)}\n\n"
         f"{dataset.name}/{dataset.split}: {result['num_videos']} videos, {result['num_frames']} frames; "
         f"mIoU over {classes}; mVC protocol {p['vc_protocol']}\n"
         "metrics: " + ", ".join(str(w) for w in written)
