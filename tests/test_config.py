@@ -103,8 +103,8 @@ def test_every_entry_point_config_composes_and_resolves(config):
     assert resolved["task_name"] == config and resolved["data"]["num_classes"] == 124
 
 
-def test_entry_points_are_the_documented_five():
-    assert set(ENTRY_POINTS) == {"train", "evaluate", "extract", "score", "refine"}
+def test_entry_points_are_the_documented_six():
+    assert set(ENTRY_POINTS) == {"train", "evaluate", "extract", "score", "refine", "predict"}
 
 
 # ---- debug=, hparams_search= and the SLURM launcher (lightning-hydra-template's groups) ----

@@ -114,7 +114,14 @@ def test_the_parser_finds_continued_inline_and_launcher_commands():
 
 def test_the_readme_shows_the_commands_a_user_needs():
     modules = {module for module, _ in _readme_cases()}
-    assert {"isam2.extract", "isam2.train", "isam2.evaluate", "isam2.score", "isam2.refine"} <= modules
+    assert {
+        "isam2.extract",
+        "isam2.train",
+        "isam2.evaluate",
+        "isam2.score",
+        "isam2.refine",
+        "isam2.predict",
+    } <= modules
     flat = [" ".join(args) for _, args in _readme_cases()]
     assert any("hparams_search=" in line for line in flat) and any("debug=" in line for line in flat)
     torchrun = [line for line in (REPO / "README.md").read_text().splitlines() if "torchrun --" in line]
