@@ -162,7 +162,7 @@ class Segmenter:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         first = group.windows[0].indices[0]
         indices = list(range(first, first + len(group.rows)))
-        features = self._features(stream, group, indices, offsets)
+        features = self._vectors(stream, group, indices, offsets)
         batch = {
             "features": features,
             "track": torch.from_numpy(np.concatenate([r["track"] for r in group.rows])),
@@ -196,7 +196,7 @@ class Segmenter:
                 probs=None if probs is None else probs[lo:hi],
             )
 
-    def _features(
+    def _vectors(
         self, stream: FrameStream, group: _Group, indices: list[int], offsets: np.ndarray
     ) -> torch.Tensor:
         """[rows, d] float32: each configured encoder's Eq. 3 vectors of the group's masklets, concatenated in

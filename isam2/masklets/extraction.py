@@ -412,8 +412,10 @@ def split_targets(cfg: DictConfig, split: str) -> str:
 
     try:
         return labelled_status(open_split(cfg.data, split, require_masks=False, generate=False))
-    except DataError:
-        return "all"
+    except Exception as e:  # Hydra's instantiate wraps the reader's DataError
+        if isinstance(e, DataError) or isinstance(e.__cause__, DataError):
+            return "all"
+        raise
 
 
 def _open_finished(path: Path, expected: str, video_ids: list[str], force: bool) -> MaskletStore | None:

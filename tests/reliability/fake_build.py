@@ -26,7 +26,7 @@ class SlowSource(FakeSource):
         super().__init__()
         self.seconds_per_frame = seconds_per_frame
 
-    def video(self, frames, gt):
+    def video(self, frames, gt=None):
         for fm in super().video(frames, gt):
             time.sleep(self.seconds_per_frame)
             yield fm
