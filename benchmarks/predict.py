@@ -90,9 +90,9 @@ def speed(ckpt: Path, video_dir: Path, out: Path, repeats: int) -> tuple[float, 
     """(predict fps, extract + maps fps) on the same frames with one SAM2, best of `repeats` each."""
     from isam2.data.predictions import write_prediction
     from isam2.data.streams import frame_folder_video
+    from isam2.files import BackgroundWriter
     from isam2.masklets.extraction import extract_videos
     from isam2.masklets.store import prepare_folder
-    from isam2.pipelines.predict import BackgroundWrites
     from isam2.segmenter import Segmenter
 
     segmenter = Segmenter.from_checkpoint(ckpt, device="cpu", masklets={"source": "sam2", **MASKLETS})
@@ -102,7 +102,7 @@ def speed(ckpt: Path, video_dir: Path, out: Path, repeats: int) -> tuple[float, 
     best = {"predict": float("inf"), "extract": float("inf")}
     for r in range(repeats):
         start = time.perf_counter()
-        writes = BackgroundWrites()  # as the predict pipeline writes its maps
+        writes = BackgroundWriter()  # as the predict pipeline writes its maps
         for f in segmenter.segment(video):
             writes.submit(write_prediction, out / f"predict{r}" / f"{f.name}.png", f.semantic)
         writes.wait()
@@ -112,7 +112,7 @@ def speed(ckpt: Path, video_dir: Path, out: Path, repeats: int) -> tuple[float, 
         prepare_folder(store, {"benchmark": r}, force=True)
         start = time.perf_counter()
         extract_videos(segmenter.source, [video], store)
-        writes = BackgroundWrites()
+        writes = BackgroundWriter()
         for name in video.frame_names:  # the maps a store-based run writes: one PNG per frame
             writes.submit(
                 write_prediction, out / f"extract{r}" / f"{name}.png", np.zeros(video.size, np.uint8)

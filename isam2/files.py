@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import hashlib
@@ -170,3 +171,44 @@ def check_output_apart(output: str | os.PathLike, setting: str, inputs: dict[str
             f"{setting}={out} {relation} the input {name} {given}: writing there could overwrite it; "
             f"set {setting} to a folder apart from every input"
         )
+
+
+class BackgroundWriter:
+    """File writing in one thread beside the device work, in submission order, with at most `pending` jobs
+    waiting (a slow disk slows the loop rather than filling memory); a job's error is raised in the caller
+    at its next `submit` or at `wait`, and the jobs after a failed one are skipped (a later file, such as the
+    record that marks a video done, is never written after an earlier one failed)."""
+
+    def __init__(self, pending: int = 16):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="isam2-write")
+        self.futures: collections.deque = collections.deque()
+        self.pending = pending
+        self.failed = False
+
+    def _run(self, fn: Any, *args: Any) -> None:
+        if self.failed:
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.futures.append(self.pool.submit(self._run, fn, *args))
+        while len(self.futures) > self.pending or (self.futures and self.futures[0].done()):
+            self.futures.popleft().result()
+
+    def wait(self, raise_errors: bool = True) -> None:
+        """Finish every job and stop the thread (errors ignored with `raise_errors=False`: a failing run)."""
+        try:
+            while self.futures:
+                future = self.futures.popleft()
+                if raise_errors:
+                    future.result()
+                else:
+                    future.exception()
+        finally:
+            self.pool.shutdown(wait=True)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from isam2.data.streams import FrameStream, Window, as_stream, prefetched
+from isam2.data.streams import FrameStream, HeldChunks, Window, as_stream, prefetched
 from isam2.errors import ISAM2Error
 
 
@@ -43,22 +43,21 @@ class StreamTimes:
     waiting_for_frames: float = 0.0
     frames: int = 0
     masklets: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class _Group:
-    """The frames of one keyframe window, held until the head has classified all their masklets."""
+    """The frames of one keyframe window, held until the head has classified all their masklets: for each,
+    its index, the window that holds it and its offset there, its store rows and its id map."""
 
-    windows: list[Window] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    places: list[tuple[Window, int]] = field(default_factory=list)
     rows: list[dict[str, np.ndarray]] = field(default_factory=list)
     id_maps: list[np.ndarray] = field(default_factory=list)
 
-    def frame(self, t: int) -> tuple[Window, int]:
-        for w in self.windows:
-            if w.indices[0] <= t <= w.indices[-1]:
-                return w, t - w.indices[0]
-        raise ISAM2Error(f"frame {t} is not in the window being segmented")
+    def frame(self, i: int) -> np.ndarray:
+        window, offset = self.places[i]
+        return window.frames[offset]
 
 
 class Segmenter:
@@ -96,22 +95,18 @@ class Segmenter:
         path: str | Path,
         sam2_checkpoint: str | Path | None = None,
         device: str = "auto",
+        base_pred_dir: str | Path | None = None,
+        class_names: list[str] | None = None,
         **settings: Any,
     ) -> Segmenter:
         """A segmenter from a head's checkpoint; SAM2 is rebuilt as the head was trained on it (variant, image
         size, pooling levels: recorded in the checkpoint), with the weights at `sam2_checkpoint` (checked by
-        sha256). `settings`: see `isam2.pipelines.checkpoints.load_segmenter_parts` (masklets, encoders, segment,
-        base_pred_dir, class_names, allow_feature_mismatch)."""
+        sha256). `settings`: those of `isam2.pipelines.checkpoints.load_segmenter_parts` (masklets, encoders,
+        segment, allow_feature_mismatch)."""
         from isam2.pipelines.checkpoints import load_segmenter_parts
 
         parts = load_segmenter_parts(path, sam2_checkpoint, device, **settings)
-        return cls(
-            parts.model,
-            parts.source,
-            parts.encoders,
-            settings.get("base_pred_dir"),
-            settings.get("class_names"),
-        )
+        return cls(parts.model, parts.source, parts.encoders, base_pred_dir, class_names)
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def segment(
@@ -127,13 +122,11 @@ class Segmenter:
         times = times if times is not None else StreamTimes()
         started = time.perf_counter()
         group = _Group()
-        windows = _Timed(prefetched(stream.windows(self._chunk_size())), times)
-        tracker = _Held(windows)
-        for t, fm in enumerate(self.source.video(tracker.chunks())):
-            window = tracker.window_of(t)
-            if not group.windows or group.windows[-1] is not window:
-                group.windows.append(window)
-            self._add_frame(group, fm, t)
+        windows = HeldChunks(
+            _Timed(prefetched(stream.windows(self.source.chunk_size)), times), _frames_and_gt
+        )
+        for t, fm in enumerate(self.source.video(windows)):
+            self._add_frame(group, fm, t, windows.locate(t))
             if (t + 1) % self.window == 0:  # the keyframe window is complete: its votes can be cast
                 yield from self._paint(stream, group, return_masklets, return_probs, times)
                 group = _Group()
@@ -143,13 +136,12 @@ class Segmenter:
             raise ISAM2Error(f"video {stream.id!r} has no frames")
         times.total += time.perf_counter() - started
 
-    def _chunk_size(self) -> int:
-        return int(getattr(self.source, "window", 0) or self.source.frames_per_batch)
-
-    def _add_frame(self, group: _Group, fm: Any, t: int) -> None:
+    def _add_frame(self, group: _Group, fm: Any, t: int, place: tuple[Window, int]) -> None:
         from isam2.masklets.extraction import frame_rows
 
         rows, id_map = frame_rows(fm, t, None, 0)
+        group.indices.append(t)
+        group.places.append(place)
         group.rows.append(rows)
         group.id_maps.append(id_map)
 
@@ -160,9 +152,8 @@ class Segmenter:
 
         counts = [len(r["frame"]) for r in group.rows]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        first = group.windows[0].indices[0]
-        indices = list(range(first, first + len(group.rows)))
-        features = self._vectors(stream, group, indices, offsets)
+        indices = group.indices
+        features = self._vectors(stream, group, offsets)
         batch = {
             "features": features,
             "track": torch.from_numpy(np.concatenate([r["track"] for r in group.rows])),
@@ -179,7 +170,7 @@ class Segmenter:
         primary = self.model.primary_method
         probs = logits.float().softmax(-1).cpu().numpy() if with_probs else None
         for i, t in enumerate(indices):
-            window, offset = group.frame(t)
+            window, offset = group.places[i]
             lo, hi = int(offsets[i]), int(offsets[i + 1])
             times.frames += 1
             times.masklets += hi - lo
@@ -196,9 +187,7 @@ class Segmenter:
                 probs=None if probs is None else probs[lo:hi],
             )
 
-    def _vectors(
-        self, stream: FrameStream, group: _Group, indices: list[int], offsets: np.ndarray
-    ) -> torch.Tensor:
+    def _vectors(self, stream: FrameStream, group: _Group, offsets: np.ndarray) -> torch.Tensor:
         """[rows, d] float32: each configured encoder's Eq. 3 vectors of the group's masklets, concatenated in
         the head's order (SAM2's are those the masklet source pooled; the others pool each frame's id map)."""
         parts = []
@@ -207,27 +196,25 @@ class Segmenter:
                 sam2 = np.concatenate([r["features"] for r in group.rows]).astype(np.float32)
                 parts.append(torch.from_numpy(sam2))
                 continue
-            parts.append(self._encoder_vectors(encoder, stream, group, indices, offsets))
+            parts.append(self._encoder_vectors(encoder, stream, group, offsets))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def _encoder_vectors(
-        self, encoder: Any, stream: FrameStream, group: _Group, indices: list[int], offsets: np.ndarray
+        self, encoder: Any, stream: FrameStream, group: _Group, offsets: np.ndarray
     ) -> torch.Tensor:
         out = torch.zeros(int(offsets[-1]), encoder.width)
         named = _NamedFrames(stream.id, stream.frame_names())
-        for start in range(0, len(indices), encoder.frames_per_batch):
-            batch = indices[start : start + encoder.frames_per_batch]
-            frames = np.stack([group.frame(t)[0].frames[group.frame(t)[1]] for t in batch])
-            maps = encoder.maps(frames, named, batch)
-            for b, t in enumerate(batch):
-                i = t - indices[0]
+        for start in range(0, len(group.indices), encoder.frames_per_batch):
+            batch = range(start, min(len(group.indices), start + encoder.frames_per_batch))
+            frames = np.stack([group.frame(i) for i in batch])
+            maps = encoder.maps(frames, named, [group.indices[i] for i in batch])
+            for b, i in enumerate(batch):
                 n = int(offsets[i + 1] - offsets[i])
                 if n:
                     ids = torch.from_numpy(group.id_maps[i].astype(np.int64)).to(encoder.device)
                     with torch.inference_mode():
-                        out[offsets[i] : offsets[i + 1]] = encoder.pool_frame(
-                            [m[b] for m in maps], ids, n
-                        ).cpu()
+                        vectors = encoder.pool_frame([m[b] for m in maps], ids, n)
+                    out[offsets[i] : offsets[i + 1]] = vectors.cpu()
         # the store keeps every encoder's vectors in fp16: the head sees the same values here
         return out.to(torch.float16).float()
 
@@ -271,21 +258,5 @@ class _Timed:
             yield window
 
 
-class _Held:
-    """Windows handed to the masklet source as (frames, gt) chunks, kept until their frames are painted."""
-
-    def __init__(self, windows: _Timed):
-        self.windows = windows
-        self.held: list[Window] = []
-
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        for window in self.windows:
-            self.held.append(window)
-            yield window.frames, window.gt
-
-    def window_of(self, t: int) -> Window:
-        while self.held and self.held[0].indices[-1] < t:
-            self.held.pop(0)  # painted or being painted: the group keeps its own reference
-        if not self.held or self.held[0].indices[0] > t:
-            raise ISAM2Error(f"the masklet source gave frame {t} out of order")
-        return self.held[0]
+def _frames_and_gt(window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+    return window.frames, window.gt

@@ -177,7 +177,8 @@ def test_frame_rate_is_exact():
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], Fraction, str]:
-    av = pytest.importorskip("av")
+    import av
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
@@ -196,7 +197,6 @@ def render_video(out: Path, size: tuple[int, int], **kwargs) -> tuple[Path | Non
 
 @pytest.mark.parametrize("size", [(30, 46), (31, 45)])
 def test_video_renderer_writes_pngs_and_a_playable_mp4(tmp_path, size):
-    pytest.importorskip("av")
     path, rendered = render_video(tmp_path, size)
     assert path == tmp_path / "vid.mp4" and path.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vid", "vid.mp4"]  # no temporary file left
@@ -213,7 +213,6 @@ def test_video_renderer_writes_pngs_and_a_playable_mp4(tmp_path, size):
 
 
 def test_mpeg4_when_ffmpeg_lacks_libx264(tmp_path, monkeypatch):
-    pytest.importorskip("av")
     monkeypatch.setattr(render, "video_codec", lambda: "mpeg4")
     path, rendered = render_video(tmp_path, (31, 45))
     frames, _, _ = decode(path)
@@ -222,7 +221,6 @@ def test_mpeg4_when_ffmpeg_lacks_libx264(tmp_path, monkeypatch):
 
 
 def test_an_error_in_the_block_leaves_no_video(tmp_path):
-    pytest.importorskip("av")
     with pytest.raises(RuntimeError, match="boom"):
         with render.VideoRenderer(tmp_path, "vid", 25, NAMES) as renderer:
             for t in range(3):
@@ -237,7 +235,6 @@ def test_frames_only_or_video_only(tmp_path):
     with render.VideoRenderer(frames_dir, "vid", 25, NAMES, write_video=False) as renderer:
         renderer.add("a", *scene(30, 46))
     assert renderer.close() is None and sorted(p.name for p in frames_dir.iterdir()) == ["vid"]
-    pytest.importorskip("av")
     path, _ = render_video(video_dir, (30, 46), write_frames=False)
     assert path is not None and sorted(p.name for p in video_dir.iterdir()) == ["vid.mp4"]
 
@@ -249,7 +246,6 @@ def test_no_frames_no_video(tmp_path):
 
 
 def test_a_frame_of_another_size_is_refused(tmp_path):
-    pytest.importorskip("av")
     with pytest.raises(ValueError, match="differs from its first frame"):
         with render.VideoRenderer(tmp_path, "vid", 25, NAMES, write_frames=False) as renderer:
             renderer.add("a", *scene(30, 46))

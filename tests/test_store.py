@@ -96,7 +96,7 @@ def fake_frame_masklets(frame: np.ndarray, gt: np.ndarray | None) -> FrameMaskle
 class FakeSource:
     """A masklet source as the store sees one: a video arrives as chunks of `frames_per_batch` frames."""
 
-    frames_per_batch = 4
+    frames_per_batch = chunk_size = 4
 
     def __init__(self) -> None:
         self.videos_done = 0

@@ -6,20 +6,12 @@ import re
 import tracemalloc
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 
 from isam2.data import DataError
 from isam2.data.video_file import VideoFile, is_video_file, rotate_tag_matrix, safe_id, to_display
-
-av = pytest.importorskip("av")
-
-# Writing a display matrix needs VideoStream.set_display_rotation (PyAV 18 has it, 14 has not, and 14's
-# FFmpeg drops the legacy `rotate` tag when muxing): without it, rotation is tested on synthetic matrices only.
-needs_rotation_writer = pytest.mark.skipif(
-    not hasattr(av.video.stream.VideoStream, "set_display_rotation"),
-    reason="this PyAV cannot write rotation metadata",
-)
 
 
 def random_frames(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
@@ -145,7 +137,6 @@ def test_portrait_mp4_with_yuv444(tmp_path):
         (90, True, lambda a: np.rot90(a, 1)[:, ::-1]),  # PyAV: the flip comes after the rotation
     ],
 )
-@needs_rotation_writer
 def test_display_matrix_is_applied(tmp_path, rotation, hflip, displayed):
     frames = random_frames(4, 24, 40)
     path = write_video(tmp_path / "rot.mkv", frames, rotation=rotation, hflip=hflip)
@@ -157,7 +148,6 @@ def test_display_matrix_is_applied(tmp_path, rotation, hflip, displayed):
     assert_frames_equal(list(video.iter_frames()), expected)
 
 
-@needs_rotation_writer
 def test_portrait_phone_mp4_comes_out_portrait(tmp_path):
     path = write_mp4(tmp_path / "phone.mp4", random_frames(6, 48, 64), rotation=-90)
     video = VideoFile(path)

@@ -35,6 +35,20 @@ def check_video_ids(ids: list[str], source: Path, root: Path) -> list[str]:
     return ids
 
 
+def class_names_in(root: Path, num_classes: int = NUM_CLASSES) -> list[str]:
+    """Name of each train id; read from VSPW's `label_num_dic_final.json` (name -> raw id) in `root` when
+    present, else `class_<id>`."""
+    names = [f"class_{i}" for i in range(num_classes)]
+    for fname in CLASS_NAME_FILES:
+        path = Path(root) / fname
+        if path.is_file():
+            for name, raw in json.loads(path.read_text()).items():
+                if 1 <= int(raw) <= num_classes:
+                    names[int(raw) - 1] = name
+            break
+    return names
+
+
 def read_split(root: Path, split: str) -> list[str]:
     """Video ids listed in `<root>/<split>.txt`, one per line (`check_video_ids`)."""
     path = Path(root) / f"{split}.txt"
@@ -125,16 +139,8 @@ class VideoDataset:
 
     @property
     def class_names(self) -> list[str]:
-        """Name of each train id; read from VSPW's `label_num_dic_final.json` (name -> raw id) when present."""
-        names = [f"class_{i}" for i in range(self.num_classes)]
-        for fname in CLASS_NAME_FILES:
-            path = self.root / fname
-            if path.is_file():
-                for name, raw in json.loads(path.read_text()).items():
-                    if 1 <= int(raw) <= self.num_classes:
-                        names[int(raw) - 1] = name
-                break
-        return names
+        """Name of each train id (`class_names_in`)."""
+        return class_names_in(self.root, self.num_classes)
 
 
 class VSPW(VideoDataset):

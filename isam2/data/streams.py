@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,32 @@ def _take(frames: list[np.ndarray], gts: list, size: int):
     if len(rest_f) == 0:
         return head, [], [], 0
     return head, [rest_f], [rest_g], len(rest_f)
+
+
+class HeldChunks:
+    """A video's chunks as a consumer (the masklet source) reads them, each kept until a later frame is asked
+    for: `locate(t)` gives the chunk that holds frame t and t's offset in it. `split(item)` turns an item into
+    its (frames, gt); items are (frames, gt) pairs by default, or e.g. `Window`s."""
+
+    def __init__(self, items: Iterable[Any], split: Any = None):
+        self.items, self.split = items, split or (lambda item: item)
+        self.frames = 0  # frames handed out so far
+        self._held: deque = deque()  # (first frame, item)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for item in self.items:
+            frames, gt = self.split(item)
+            self._held.append((self.frames, item))
+            self.frames += len(frames)
+            yield frames, gt
+
+    def locate(self, t: int) -> tuple[Any, int]:
+        while len(self._held) > 1 and self._held[1][0] <= t:
+            self._held.popleft()  # frames before t are done with: the chunk may go
+        if not self._held or not self._held[0][0] <= t < self.frames:
+            raise ISAM2Error(f"the masklet source gave frame {t}, which it was not given (or out of order)")
+        start, item = self._held[0]
+        return item, t - start
 
 
 def prefetched(items: Iterable[Any], depth: int = 1) -> Iterator[Any]:

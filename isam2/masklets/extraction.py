@@ -19,9 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from isam2.constants import VOID
 from isam2.data.sharding import asks_for_several_processes, launched_rank, rank_and_world, shard_indices
-from isam2.data.streams import as_chunks, prefetched
+from isam2.data.streams import HeldChunks, as_chunks, prefetched
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.files import write_json
+from isam2.files import BackgroundWriter, write_json
 from isam2.masklets.coordination import (
     LOCK_NAME,
     BuildLock,
@@ -126,17 +124,16 @@ def extract_frames(
     `id_maps`: a writer that takes each frame's id map as it comes (None: the shard keeps them in a list)."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_ARRAYS}
     maps: list[np.ndarray] | IdMapWriter = [] if id_maps is None else id_maps
-    counted = _FrameCount(as_chunks(frames, gt))
+    counted = HeldChunks(as_chunks(frames, gt))
     first_row = 0
     for t, fm in enumerate(source.video(counted)):
-        counted.locate(t)
-        chunk_frames, chunk_gt, offset = counted.current
+        (chunk_frames, chunk_gt), offset = counted.locate(t)
         if tuple(fm.masks.shape[1:]) != tuple(chunk_frames.shape[1:3]):
             raise ISAM2Error(
                 f"video {video_id!r} frame {t}: masklets are {tuple(fm.masks.shape[1:])}, "
                 f"the frame is {chunk_frames.shape[1:3]}"
             )
-        gt_t = None if chunk_gt is None else chunk_gt[t - offset]
+        gt_t = None if chunk_gt is None else chunk_gt[offset]
         gt_t = None if gt_t is None else torch.from_numpy(np.ascontiguousarray(gt_t)).to(fm.masks.device)
         rows, id_map = frame_rows(fm, t, gt_t, first_row)
         bad = non_finite_arrays(rows)  # in the store's dtypes: an fp32 feature beyond fp16's range is inf
@@ -169,36 +166,11 @@ def _concat(parts: list[np.ndarray], key: str) -> np.ndarray:
     return np.zeros((0, 0) if key == "features" else 0, ROW_DTYPES[key])
 
 
-class _FrameCount:
-    """The chunks of a video as the masklet source reads them, remembering the chunk that holds the frame it is
-    at (its GT gives the masklets' targets) and how many frames came in all."""
-
-    def __init__(self, chunks: Any):
-        self.chunks, self.frames = chunks, 0
-        self.current: tuple[np.ndarray, Any, int] = (np.zeros((0, 0, 0, 3), np.uint8), None, 0)
-        self._held: list[tuple[np.ndarray, Any, int]] = []
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
-        for frames, gt in self.chunks:
-            self._held.append((frames, gt, self.frames))
-            self.frames += len(frames)
-            yield frames, gt
-
-    def locate(self, t: int) -> None:
-        while len(self._held) > 1 and self._held[1][2] <= t:
-            self._held.pop(0)
-        self.current = self._held[0]
-
-
 def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
     """Extract all masklets of one dataset video, decoded window by window (see `extract_frames`)."""
     return extract_frames(
-        source, video.id, video_chunks(video, _chunk_size(source), source.clock), None, progress
+        source, video.id, video_chunks(video, source.chunk_size, source.clock), None, progress
     )
-
-
-def _chunk_size(source: Any) -> int:
-    return int(getattr(source, "window", 0) or source.frames_per_batch)
 
 
 def extract_videos(source: Any, videos: list[Any], path: Path, progress: Any = None) -> None:
@@ -210,43 +182,37 @@ def extract_videos(source: Any, videos: list[Any], path: Path, progress: Any = N
         return
     clock = source.clock
     archives: list[IdMapWriter] = []
+    writer = BackgroundWriter(pending=8)
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="isam2-write") as writer:
-            writing = None
-            for video in videos:
-                chunks = prefetched(video_chunks(video, _chunk_size(source), clock))
-                archives.append(IdMapWriter(path, video.id))
-                sink = _ThreadedIdMaps(archives[-1], writer, clock)
-                rows = extract_frames(source, video.id, chunks, None, progress, sink).rows
-                if writing is not None:
-                    writing.result()  # raises the writer's error here, before more work is done
-                # the writer thread runs in order: the shard is written after the video's last id map
-                writing = writer.submit(_write_shard, path, video.id, VideoShard(rows, archives[-1]), clock)
-            writing.result()
+        for video in videos:
+            chunks = prefetched(video_chunks(video, source.chunk_size, clock))
+            archives.append(IdMapWriter(path, video.id))
+            sink = _ThreadedIdMaps(archives[-1], writer, clock)
+            rows = extract_frames(source, video.id, chunks, None, progress, sink).rows
+            # the writer runs in order: the shard is written after the video's last id map
+            writer.submit(_write_shard, path, video.id, VideoShard(rows, archives[-1]), clock)
+        writer.wait()
     except BaseException:
+        writer.wait(raise_errors=False)
         for archive in archives:  # the writer thread has stopped: no archive is being written to
             archive.abort()
         raise
 
 
 class _ThreadedIdMaps:
-    """An `IdMapWriter` fed through the writer thread (compression off the device's path), with at most
-    `pending` maps waiting, so a slow disk slows extraction rather than filling memory."""
+    """An `IdMapWriter` fed through the background writer (compression off the device's path)."""
 
-    def __init__(self, writer: IdMapWriter, thread: ThreadPoolExecutor, clock: StageClock, pending: int = 8):
-        self.writer, self.thread, self.clock, self.pending = writer, thread, clock, pending
-        self.futures: deque = deque()
+    def __init__(self, archive: IdMapWriter, writer: BackgroundWriter, clock: StageClock):
+        self.archive, self.writer, self.clock = archive, writer, clock
         self.count = 0
 
     def add(self, id_map: np.ndarray) -> None:
-        self.futures.append(self.thread.submit(self._add, id_map))
+        self.writer.submit(self._add, id_map)
         self.count += 1
-        while len(self.futures) > self.pending or (self.futures and self.futures[0].done()):
-            self.futures.popleft().result()  # raises the writer's error here
 
     def _add(self, id_map: np.ndarray) -> None:
         with self.clock("write"):
-            self.writer.add(id_map)
+            self.archive.add(id_map)
 
     def __len__(self) -> int:
         return self.count

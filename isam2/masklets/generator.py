@@ -111,6 +111,11 @@ class MaskletSource:
     def feature_dim(self) -> int:
         return self.backbone.feature_dim
 
+    @property
+    def chunk_size(self) -> int:
+        """Frames per chunk that a streamed video is best read in (the source regroups any chunking)."""
+        return self.frames_per_batch
+
     def describe(self) -> dict:
         """JSON-able settings that determine the masklets (for manifests)."""
         return {"source": self.name, **self.settings, "pooling_levels": list(self.backbone.pooling_levels)}
@@ -200,6 +205,10 @@ class SAM2MaskletSource(MaskletSource):
                 backbone.model, backbone.image_size, lambda image: backbone.encode(image).backbone_out
             )
         self.predictor = backbone.model
+
+    @property
+    def chunk_size(self) -> int:
+        return self.window  # one keyframe window per chunk
 
     def keyframe_masks(self, frame: np.ndarray, enc: EncodedFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """AMG on one frame with its precomputed features -> (masks [n,H,W] bool, predicted IoU [n]) on the device."""

@@ -67,7 +67,6 @@ def load_segmenter_parts(
     encoders: Mapping[str, Mapping[str, Any]] | None = None,
     segment: Mapping[str, Any] | None = None,
     allow_feature_mismatch: bool = False,
-    **_: Any,
 ) -> SegmenterParts:
     """The head at `path` with the SAM2 it was trained on (variant, version, image size, pooling levels from
     its recorded feature identity; weights from `sam2_checkpoint`, checked by sha256), a masklet source

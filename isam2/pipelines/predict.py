@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -89,17 +86,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def _open_inputs(cfg: DictConfig) -> tuple[list[Any], dict[str, Path], list[str]]:
     """The videos to segment, the input folders output_dir must stay apart from, and the class names."""
     from isam2.data import open_split
-    from isam2.data.datasets import VideoDataset
+    from isam2.data.datasets import class_names_in
     from isam2.data.streams import SplitVideoStream, open_path
 
     if cfg.get("input") not in (None, ""):
         path = Path(str(cfg.input)).expanduser()
         streams = open_path(path)
         # the class names of data= when its folder names them (VSPW's label_num_dic_final.json), else class_<i>
-        names_of = SimpleNamespace(
-            root=Path(str(cfg.data.root)).expanduser(), num_classes=int(cfg.data.num_classes)
-        )
-        names = VideoDataset.class_names.fget(names_of)
+        names = class_names_in(Path(str(cfg.data.root)).expanduser(), int(cfg.data.num_classes))
         return streams, {"input": path if path.is_dir() else path.parent}, names
     dataset = open_split(cfg.data, cfg.data.split, require_masks=False)
     return [SplitVideoStream(v) for v in dataset.videos], {"data.root": dataset.root}, dataset.class_names
@@ -118,12 +112,13 @@ def _predict_video(
     """Segment one video, writing each frame's map (and overlay) as it comes; returns its predict.json entry."""
     from tqdm import tqdm
 
+    from isam2.files import BackgroundWriter
     from isam2.segmenter import StreamTimes
 
     times = StreamTimes()
     pixels = np.zeros(256, np.int64)
     renderer = _renderer(cfg, stream, out_dir, names)
-    writes = BackgroundWrites()
+    writes = BackgroundWriter()
     bar = tqdm(
         total=stream.num_frames or None, desc=stream.id, unit="frame", disable=not cfg.progress, leave=False
     )
@@ -163,32 +158,6 @@ def _write_map(path: Path, semantic: np.ndarray, fmt: str) -> None:
     from isam2.data.predictions import write_prediction
 
     write_prediction(path, train_to_vspw(semantic) if fmt == "vspw" else semantic)
-
-
-class BackgroundWrites:
-    """File writing in one thread beside the device work, in order, with a bounded queue (a slow disk slows
-    the loop rather than filling memory with maps)."""
-
-    def __init__(self, pending: int = 16):
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="isam2-write")
-        self.futures: deque = deque()
-        self.pending = pending
-
-    def submit(self, fn: Any, *args: Any) -> None:
-        self.futures.append(self.pool.submit(fn, *args))
-        while len(self.futures) > self.pending or (self.futures and self.futures[0].done()):
-            self.futures.popleft().result()  # raises a write error here
-
-    def wait(self, raise_errors: bool = True) -> None:
-        try:
-            while self.futures:
-                future = self.futures.popleft()
-                if raise_errors:
-                    future.result()
-                else:
-                    future.exception()
-        finally:
-            self.pool.shutdown(wait=True)
 
 
 def _video_record(stream: Any, times: Any, pixels: np.ndarray, names: list[str]) -> dict[str, Any]:
