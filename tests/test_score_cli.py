@@ -2,9 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +9,8 @@ import pytest
 from isam2.data.datasets import VSPW
 from isam2.data.predictions import prediction_path, read_prediction, write_prediction
 from tests.test_metrics_video import KEYS, load_baseline
+from tests.train_helpers import run_cli
 
-REPO = Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -21,11 +18,16 @@ pytestmark = pytest.mark.slow
 def scored_set(tmp_path_factory):
     """A tiny synthetic VSPW tree and predictions: GT with random flips, some 255 and some out-of-range 200."""
     root = tmp_path_factory.mktemp("score")
-    subprocess.run(
-        [sys.executable, "-m", "isam2.data.synthetic", f"root={root / 'data'}", "num_train=1", "num_val=3", "num_test=1",
-         "height=48", "width=64", "min_frames=12", "max_frames=22"],
-        cwd=REPO, check=True, capture_output=True,
-    )  # fmt: skip
+    sizes = [
+        "num_train=1",
+        "num_val=3",
+        "num_test=1",
+        "height=48",
+        "width=64",
+        "min_frames=12",
+        "max_frames=22",
+    ]
+    run_cli("isam2.data.synthetic", [f"root={root / 'data'}", *sizes])
     rng = np.random.default_rng(0)
     for v in VSPW(root / "data", "val"):
         for i, name in enumerate(v.frame_names):
@@ -39,9 +41,10 @@ def scored_set(tmp_path_factory):
 
 
 def run_score(root, *overrides, run="run"):
-    cmd = [sys.executable, "-m", "isam2.score", f"pred_dir={root / 'pred'}", f"data.root={root / 'data'}",
-           "data.split=val", f"hydra.run.dir={root / run}", f"paths.root_dir={root}", *overrides]  # fmt: skip
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    """`python -m isam2.score` (in this process; with trainer.devices=2 a real one, whose ranks relaunch it)."""
+    args = [f"pred_dir={root / 'pred'}", f"data.root={root / 'data'}", "data.split=val"]
+    args += [f"hydra.run.dir={root / run}", f"paths.root_dir={root}", *overrides]
+    return run_cli("isam2.score", args, check=False)
 
 
 def reference(root, classes="gt", protocol="cffm"):
@@ -125,11 +128,13 @@ def test_bad_input_stops_with_one_clear_message(scored_set, tmp_path, how, messa
 
     pred, files = broken_copy(scored_set, tmp_path, how)
     for devices in ("1", "2") if how == "unreadable" else ("1",):
-        res = subprocess.run(
-            [sys.executable, "-m", "isam2.score", f"pred_dir={pred}", f"data.root={scored_set / 'data'}",
-             f"hydra.run.dir={tmp_path / ('run' + devices)}", f"paths.root_dir={tmp_path}", f"trainer.devices={devices}"],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        args = [
+            f"pred_dir={pred}",
+            f"data.root={scored_set / 'data'}",
+            f"hydra.run.dir={tmp_path / ('run' + devices)}",
+        ]
+        args += [f"paths.root_dir={tmp_path}", f"trainer.devices={devices}"]
+        res = run_cli("isam2.score", args, check=False)
         assert res.returncode == 2, res.stderr
         errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and re.search(message, errors[0]), res.stderr

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import logging
 import os
+import runpy
 import signal
 import socket
 import subprocess
 import sys
+import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,9 +112,35 @@ def tiny_overrides(tmp: Path, shared: Path | None = None, data: SyntheticConfig 
 
 
 def run_cli(
-    module: str, overrides: list[str], timeout: int = 600, env: dict | None = None, check: bool = True
+    module: str,
+    overrides: list[str],
+    timeout: int = 600,
+    env: dict | None = None,
+    check: bool = True,
+    spawn: bool = False,
 ) -> subprocess.CompletedProcess:
-    """`python -m <module> <overrides>` from the repo root; fails the test with its output on error."""
+    """`python -m <module> <overrides>` from the repo root; fails the test with its output on error.
+
+    In this process by default (`runpy`, as `python -m` runs it: Hydra, the user-error exit, exit codes and
+    both streams), which spares every run the seconds of importing torch, Lightning, Hydra and sam2 anew.
+    `spawn=True` starts a real process: for what only a process shows (signals, kills, DDP ranks, relaunching
+    itself, what the interpreter prints at exit)."""
+    if spawn or needs_a_process(module, overrides, env):
+        return _spawn(module, overrides, timeout, env, check)
+    return _in_process(module, overrides, env, check)
+
+
+def needs_a_process(module: str, overrides: list[str], env: dict | None = None) -> bool:
+    """Runs that only a real process can host: the fault injector (it kills its own process), several ranks
+    (Lightning relaunches the command line per rank), SLURM (signal handlers, requeue)."""
+    several = any(
+        o.startswith(("trainer=ddp", "trainer.devices=2", "trainer.num_nodes=2")) for o in overrides
+    )
+    slurm = any(key.startswith("SLURM_") for key in env or {})
+    return module.startswith("tests.reliability.faults") or several or slurm
+
+
+def _spawn(module, overrides, timeout, env, check) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", module, *overrides],
@@ -118,6 +150,51 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+    return _checked(module, proc, check)
+
+
+def _in_process(module, overrides, env, check) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    os.environ.update({"WANDB_MODE": "offline", **(env or {})})
+    os.chdir(REPO)
+    sys.argv = [module, *overrides]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                with warnings.catch_warnings():
+                    # runpy's note that the module was imported before (by an earlier test): harmless here
+                    warnings.filterwarnings("ignore", ".*found in sys.modules.*", RuntimeWarning)
+                    runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            except Exception:
+                # what the interpreter would print for an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        _detach_handlers(out, err)
+    proc = subprocess.CompletedProcess([module, *overrides], code, out.getvalue(), err.getvalue())
+    return _checked(module, proc, check)
+
+
+def _detach_handlers(*streams: io.StringIO) -> None:
+    """Hydra's job logging wrote to the captured streams: later log records of this process go elsewhere."""
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(handler, "stream", None) in streams:
+                logger.removeHandler(handler)
+            elif isinstance(handler, logging.FileHandler):
+                handler.close()
+                logger.removeHandler(handler)
+
+
+def _checked(module: str, proc: subprocess.CompletedProcess, check: bool) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{module} exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
