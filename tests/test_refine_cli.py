@@ -104,7 +104,9 @@ def vipseg_runs(vipseg_data):
         work = tmp / f"run_{root.name}"
         overrides = ["data=vipseg", f"data.root={root}", f"base_pred_dir={bases[root]}", "masklets=gt"]
         overrides += ["sam2.image_size=128", f"output_dir={work / 'out'}", f"paths.root_dir={work}"]
-        runs[root.name] = (work, run_cli("isam2.refine", [*overrides, f"hydra.run.dir={work / 'run'}"]))
+        # real processes: the layout is announced once per process, and this test process opened it already
+        refine = run_cli("isam2.refine", [*overrides, f"hydra.run.dir={work / 'run'}"], spawn=True)
+        runs[root.name] = (work, refine)
     return runs
 
 

@@ -37,13 +37,14 @@ def assert_refused(
     protected: Iterable[Path] = (),
     timeout: int = 600,
     env: dict | None = None,
+    spawn: bool = False,
 ) -> str:
     """Run `python -m <module> <overrides>` and check the four promises of a refused input:
     exit 2; exactly one `error:` line on stderr, naming every culprit (a file or a setting); no
     half-written file under `protected`; every file already under `protected` unchanged. Returns the line."""
     protected = [Path(p) for p in protected]
     before = snapshot(protected)
-    proc = run_cli(module, overrides, timeout=timeout, env=env, check=False)
+    proc = run_cli(module, overrides, timeout=timeout, env=env, check=False, spawn=spawn)
     output = f"STDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-5000:]}"
     assert proc.returncode == 2, f"exit {proc.returncode}, expected 2\n{output}"
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

@@ -216,6 +216,8 @@ def test_a_second_build_of_a_locked_store_stops_naming_the_lock_and_its_holder(t
             extract_args(tmp_path, "val", "second"),
             [str(lock.file), f"pid {os.getpid()}", "store_build.lock_wait_seconds"],
             protected=[tmp_path / "stores"],
+            # another process: this one holds the lock
+            spawn=True,
         )
     finally:
         lock.release()
