@@ -39,14 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from isam2.data.datasets import VSPW
 from isam2.data.synthetic import SyntheticConfig, generate
-from isam2.masklets.extraction import extract_videos
 from isam2.masklets.generator import SAM2MaskletSource
 from isam2.masklets.runtime import apply_tf32
 from isam2.masklets.sam2_backbone import SAM2Backbone
 from isam2.masklets.seeded import SeededMaskletSource
 from isam2.masklets.settings import SAM2_DEFAULTS
-from isam2.masklets.store import MaskletStore, finalize_store, prepare_folder
 from isam2.masklets.timing import STAGES, StageClock
+from isam2.store.extraction import extract_videos
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import finalize_store, prepare_folder
 
 ENGINES = {
     "stock": {"amg": "sam2", "propagation": "per_object"},
@@ -143,7 +144,7 @@ def second_encoder_settings(name: str, gpu: bool) -> dict:
 def time_two_encoders(backbone, args, videos, out_dir: Path, amg_thresholds: dict) -> dict:
     """Seconds of extraction with SAM2's vectors (masklets + store), then of the second encoder's pass."""
     from isam2.encoders import build_encoder, encoder_identity
-    from isam2.encoders.features import add_encoder_features
+    from isam2.store.encoder_pass import add_encoder_features
 
     prepare_folder(out_dir, {"benchmark": "two encoders"}, force=True)
     start = time.perf_counter()

@@ -91,9 +91,9 @@ def speed(ckpt: Path, video_dir: Path, out: Path, repeats: int) -> tuple[float, 
     from isam2.data.predictions import write_prediction
     from isam2.data.streams import frame_folder_video
     from isam2.files import BackgroundWriter
-    from isam2.masklets.extraction import extract_videos
-    from isam2.masklets.store import prepare_folder
     from isam2.segmenter import Segmenter
+    from isam2.store.extraction import extract_videos
+    from isam2.store.writer import prepare_folder
 
     segmenter = Segmenter.from_checkpoint(ckpt, device="cpu", masklets={"source": "sam2", **MASKLETS})
     video = frame_folder_video(video_dir)

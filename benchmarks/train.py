@@ -45,7 +45,7 @@ def train_rate(store: SimpleNamespace, args: argparse.Namespace) -> tuple[float,
     import lightning.pytorch as pl
     import torch
 
-    from isam2.data.datamodule import StoreDataModule
+    from isam2.datamodules.stores import StoreDataModule
     from isam2.model.module import MaskletClassifier
 
     class EpochTimer(pl.Callback):

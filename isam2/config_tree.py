@@ -61,7 +61,7 @@ def print_config_tree(
     import rich
     from rich.console import Console
 
-    from isam2.data.sharding import launched_rank
+    from isam2.distributed import launched_rank
 
     if launched_rank() != 0:
         return

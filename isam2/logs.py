@@ -23,7 +23,9 @@ class RankedLogger(logging.LoggerAdapter):
         super().__init__(logging.getLogger(name), {})
         self.rank_zero_only = rank_zero_only
 
-    def log(self, level: int, msg: object, *args: Any, rank_zero_only: bool | None = None, **kwargs: Any) -> None:
+    def log(
+        self, level: int, msg: object, *args: Any, rank_zero_only: bool | None = None, **kwargs: Any
+    ) -> None:
         if not self.isEnabledFor(level):
             return
         rank = current_rank()

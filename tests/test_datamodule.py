@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from isam2.data.datamodule import EpochBatchSampler, StoreDataModule, feature_statistics
+from isam2.datamodules.stores import EpochBatchSampler, StoreDataModule, feature_statistics
 from isam2.errors import ISAM2Error
 
 from .train_helpers import tiny_dataset, toy_store
@@ -31,7 +31,7 @@ def test_epoch_batches_are_a_seeded_permutation_per_epoch():
 
 
 def test_epoch_batches_split_disjointly_across_ranks(monkeypatch):
-    import isam2.data.datamodule as dm
+    import isam2.datamodules.stores as dm
 
     seen = []
     for rank in (0, 1):
@@ -92,7 +92,7 @@ def test_validation_batches_are_whole_videos_with_local_id_maps(toy):
 
 
 def test_validation_shards_whole_videos_without_padding(toy, monkeypatch):
-    import isam2.data.sharding as sharding
+    import isam2.distributed as sharding
 
     stores, datasets = toy
     seen = []

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from isam2.encoders.base import encoder_identity, encoder_key
+from isam2.encoders.base import encoder_identity
 from isam2.encoders.dinov2 import Dinov2Encoder
-from isam2.encoders.features import add_encoder_features
 from isam2.encoders.histogram import BaseHistogramEncoder
 from isam2.encoders.segformer import SegformerEncoder, convert_mmseg_mit, mit_config
 from isam2.encoders.torch_module import ModuleEncoder
 from isam2.errors import ISAM2Error
-from isam2.masklets.store import MaskletStore
+from isam2.store.encoder_pass import add_encoder_features
+from isam2.store.format import encoder_key
+from isam2.store.reader import MaskletStore
 from tests.noisy import write_noisy_base
 from tests.train_helpers import tiny_dataset, toy_store
 

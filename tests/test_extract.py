@@ -13,8 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from isam2.data.synthetic import SyntheticConfig, generate
-from isam2.masklets.extraction import ensure_store
-from isam2.masklets.store import ROW_DTYPES, MaskletStore
+from isam2.store.build import ensure_store
+from isam2.store.format import ROW_DTYPES
+from isam2.store.reader import MaskletStore
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def toy(tmp_path_factory):
 
 
 def test_fit_on_toy_store_reaches_high_miou_and_checkpoint_has_only_the_head(toy, tmp_path):
-    from isam2.data.datamodule import StoreDataModule
+    from isam2.datamodules.stores import StoreDataModule
 
     _, stores, datasets = toy
     pl.seed_everything(0)

@@ -88,7 +88,7 @@ def test_sweeps_hold_exactly_the_papers_values(name):
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     assert list(params) == [key]
     assert [float(v) for v in str(params[key]).split(",")] == values
-    assert cfg.hydra.callbacks.comparison._target_ == "isam2.pipelines.compare.PaperComparison"
+    assert cfg.hydra.callbacks.comparison._target_ == "isam2.callbacks.sweep_comparison.PaperComparison"
     assert cfg.hydra.callbacks.comparison.table == f"Table {name[5]}"
 
 

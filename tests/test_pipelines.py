@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from isam2.data.datamodule import StoreDataModule, held_out_videos
+from isam2.datamodules.stores import StoreDataModule, held_out_videos
 from isam2.errors import ConfigError, ISAM2Error
 
 from .train_helpers import REPO, run_cli, tiny_dataset, tiny_overrides, toy_store
@@ -93,7 +93,7 @@ def test_defaults_agree_on_the_built_in_data():
 
 
 def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path, capsys):
-    from isam2.pipelines.checkpoints import newest_train_checkpoint
+    from isam2.runs import newest_train_checkpoint
 
     with pytest.raises(ISAM2Error, match="no finished train run with a checkpoint"):
         newest_train_checkpoint(tmp_path)

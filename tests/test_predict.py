@@ -282,7 +282,7 @@ def test_bad_input_is_one_named_error_line(
 def test_extract_refine_and_train_on_an_unlabelled_split(head, tmp_path, monkeypatch, capsys):
     """extract builds a store without targets, another store than the labelled one of the same frames;
     refine writes refined maps and scores nothing; train refuses the split, naming its first video."""
-    from isam2.masklets.store import MaskletStore
+    from isam2.store.reader import MaskletStore
 
     root = unlabelled_copy(head["data"], tmp_path / "data")
     sam2_masklets = [

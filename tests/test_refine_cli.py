@@ -9,7 +9,7 @@ from PIL import Image
 
 from isam2.data.datasets import VSPW, VIPSeg
 from isam2.data.synthetic import SyntheticConfig, generate
-from isam2.masklets.store import MaskletStore
+from isam2.store.reader import MaskletStore
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
 from tests.train_helpers import run_cli

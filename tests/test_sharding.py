@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from isam2.data.sharding import asks_for_several_processes, shard_indices
+from isam2.distributed import asks_for_several_processes, shard_indices
 
 
 def test_every_video_goes_to_exactly_one_rank_without_padding():

@@ -15,20 +15,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import isam2.masklets.extraction as extraction
+import isam2.store.build as build
+import isam2.store.extraction as extraction
 from isam2.data.streams import as_chunks
 from isam2.masklets.generator import FrameMasklets
-from isam2.masklets.store import (
-    ROW_DTYPES,
-    MaskletStore,
-    StoreMismatchError,
-    config_hash,
-    ensure_store,
-    paint_id_map,
-    store_folder,
-    store_identity,
-)
 from isam2.masklets.timing import StageClock
+from isam2.store.build import ensure_store
+from isam2.store.format import ROW_DTYPES, StoreMismatchError
+from isam2.store.identity import config_hash, store_folder, store_identity
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import paint_id_map
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -110,12 +106,10 @@ class FakeSource:
 
 
 def fake_build(source: FakeSource):
-    """A stand-in for `extraction._build_backbone_and_source`: records a fake backbone, returns `source`."""
+    """A stand-in for `build._build_backbone_and_source`: records a fake backbone, returns `source`."""
 
     def build(cfg, path):
-        extraction.write_json(
-            path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3}
-        )
+        build.write_json(path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3})
         return None, source
 
     return build
@@ -223,7 +217,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, fake_source
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
     assert not (path / "manifest.json").exists()
-    assert extraction.done_videos(path) == {calls[0]}
+    assert build.done_videos(path) == {calls[0]}
     monkeypatch.setattr(extraction, "write_video_shard", real_write)
     before = fake_source.videos_done
     resumed = ensure_store(cfg, "val")
@@ -331,7 +325,7 @@ def test_a_decode_error_in_the_prefetch_thread_stops_with_the_file_named(tmp_pat
     with pytest.raises(DataError, match=str(broken)):
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
-    assert extraction.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
+    assert build.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
     assert not (path / "manifest.json").exists()
 
 
@@ -394,12 +388,12 @@ def test_extraction_refuses_a_non_finite_row_naming_the_video_and_frame(tmp_path
     with pytest.raises(ISAM2Error, match=rf"video '{videos[1]}' frame 1: masklet \w+ not finite"):
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
-    assert extraction.done_videos(path) == {videos[0]}  # nothing of the poisoned video was written
+    assert build.done_videos(path) == {videos[0]}  # nothing of the poisoned video was written
 
 
 def write_two_row_store(path: Path, features: np.ndarray) -> MaskletStore:
     """A one-video, one-frame store of two masklets, written with the store's own writer."""
-    from isam2.masklets.store import VideoShard, finalize_store, prepare_folder, write_video_shard
+    from isam2.store.writer import VideoShard, finalize_store, prepare_folder, write_video_shard
 
     prepare_folder(path, {"toy": "two rows"}, force=True)
     rows = {
@@ -427,7 +421,7 @@ def test_a_store_written_with_a_non_finite_row_is_refused_on_open(tmp_path):
 
 
 def test_a_non_finite_row_written_into_a_store_afterwards_raises_on_read_naming_the_file(tmp_path):
-    from isam2.data.datamodule import StoreDataModule, VideoBatches
+    from isam2.datamodules.stores import StoreDataModule, VideoBatches
     from isam2.errors import ISAM2Error
     from tests.train_helpers import tiny_dataset, toy_store
 
@@ -455,7 +449,7 @@ def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, 
     real_write = extraction.write_video_shard
 
     def stop_before_the_third(path, video_id, shard_):
-        if len(extraction.done_videos(path)) == 2:
+        if len(build.done_videos(path)) == 2:
             raise KeyboardInterrupt
         real_write(path, video_id, shard_)
 
@@ -479,7 +473,7 @@ def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(t
     import sys
 
     from isam2.errors import ISAM2Error
-    from isam2.masklets.coordination import HOST, LOCK_NAME
+    from isam2.store.coordination import HOST, LOCK_NAME
 
     cfg = make_cfg(tmp_path)
     lock = store_folder(cfg.paths.store_dir, store_identity(cfg, "val")) / LOCK_NAME
@@ -503,7 +497,7 @@ def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(t
 
 
 def write_heartbeat(path: Path, rank: int, **beat) -> None:
-    from isam2.masklets.coordination import heartbeat_file
+    from isam2.store.coordination import heartbeat_file
 
     heartbeat_file(path, rank).parent.mkdir(parents=True, exist_ok=True)
     heartbeat_file(path, rank).write_text(json.dumps({"rank": rank, **beat}))
@@ -514,7 +508,7 @@ def test_a_waiting_rank_stops_naming_a_failed_silent_or_gone_peer_and_at_its_dea
     import sys
 
     from isam2.errors import ISAM2Error
-    from isam2.masklets.coordination import HOST, PeerWatch, this_process, wait_until
+    from isam2.store.coordination import HOST, PeerWatch, this_process, wait_until
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -552,7 +546,7 @@ def test_a_waiting_rank_stops_naming_a_failed_silent_or_gone_peer_and_at_its_dea
 
 def test_a_rank_launched_without_a_group_waits_for_rank_0(tmp_path, fake_source, monkeypatch):
     from isam2.errors import ISAM2Error
-    from isam2.masklets.coordination import HOST
+    from isam2.store.coordination import HOST
 
     cfg = make_cfg(
         tmp_path, "stores", "store_build.heartbeat_seconds=0.1", "store_build.dead_after_seconds=0.3"
@@ -581,7 +575,7 @@ def test_only_the_extract_entry_point_launches_ranks(tmp_path, fake_source, monk
     store = ensure_store(cfg, "val")
     assert launched == [] and fake_source.videos_done == len(store.videos())
     # python -m isam2.extract (launch=True) launches the ranks cfg.trainer asks for
-    extraction.ensure_store(cfg, "val", force=True, launch=True)
+    build.ensure_store(cfg, "val", force=True, launch=True)
     assert launched == [2]
 
 
@@ -621,7 +615,7 @@ def test_a_manifest_without_a_key_is_named_not_a_key_error(tmp_path, fake_source
 
 
 def test_the_summary_of_an_empty_store_prints_no_nan():
-    from isam2.masklets.extraction import format_summary
+    from isam2.store.extraction import format_summary
 
     empty = {"videos": 2, "frames": 7, "masklets": 0, "masklets_per_frame": 0.0, "coverage": 0.0}
     text = format_summary({**empty, "purity": float("nan")})

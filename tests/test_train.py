@@ -325,7 +325,7 @@ def evaluated_with_base(straight_run, shared, tmp_path_factory):
 
 
 def test_evaluate_with_a_base_reports_the_four_methods(evaluated_with_base, shared):
-    from isam2.masklets.store import MaskletStore
+    from isam2.store.reader import MaskletStore
     from tests.test_segment import _refine_brute_force
 
     tmp, base_dir, _, proc = evaluated_with_base
@@ -407,9 +407,9 @@ def test_evaluate_names_a_bad_base_prediction(evaluated_with_base, shared, tmp_p
 
 
 def test_a_store_of_another_split_is_refused(straight_run, shared):
-    from isam2.data.datamodule import VideoBatches
+    from isam2.datamodules.stores import VideoBatches
     from isam2.errors import ISAM2Error
-    from isam2.masklets.store import MaskletStore
+    from isam2.store.reader import MaskletStore
 
     (train_store,) = {
         p.parent for p in (shared / "stores").rglob("manifest.json") if "-train-" in p.parent.name

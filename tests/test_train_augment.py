@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from isam2.data.augment import ClipAugmenter
+from isam2.datamodules.augmented import ClipAugmenter
 
 from .train_helpers import cpu_trainer, run_cli, tiny_overrides
 
@@ -53,10 +53,10 @@ def test_every_frame_and_mask_of_a_clip_gets_the_same_geometric_transform():
 def _untrained_miou(run: Path, data_root: Path, seed: int, tmp: Path) -> float:
     """Test mIoU of the run's head with freshly initialised weights (seed) and the run's feature
     statistics: what the test stage reports for a head that learned nothing."""
-    from isam2.data.datamodule import StoreDataModule
     from isam2.data.datasets import VSPW
-    from isam2.masklets.store import MaskletStore
+    from isam2.datamodules.stores import StoreDataModule
     from isam2.model import MaskletClassifier
+    from isam2.store.reader import MaskletStore
 
     trained = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     torch.manual_seed(seed)

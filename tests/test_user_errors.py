@@ -182,7 +182,7 @@ def store(tmp_path_factory) -> Path:
     ],
 )
 def test_a_damaged_store_file_is_named(store, tmp_path, damage):
-    from isam2.masklets.store import MaskletStore
+    from isam2.store.reader import MaskletStore
 
     copy = Path(shutil.copytree(store, tmp_path / store.name))
     video = MaskletStore(copy).videos()[0]

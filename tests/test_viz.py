@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from isam2 import viz
+from isam2 import runs, viz
 from isam2.metrics.confusion import ClassConfusion
 
 NAMES = ["sky", "grass", "road", "wall"]
@@ -183,4 +183,4 @@ def test_swept_keys_are_the_overrides_that_differ(tmp_path):
     for job, window in enumerate([16, 8]):
         run = _fake_run(tmp_path / "multirun" / str(job), window, {"I-SAM2": 0.1})
         (run / ".hydra" / "overrides.yaml").write_text(f"- masklets.window={window}\n- seed=3\n")
-    assert viz.swept_keys([tmp_path / "multirun"]) == ["masklets.window"]
+    assert runs.swept_keys([tmp_path / "multirun"]) == ["masklets.window"]

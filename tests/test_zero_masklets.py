@@ -12,12 +12,12 @@ import torch
 import yaml
 from PIL import Image
 
-from isam2.data.datamodule import StoreDataModule, VideoBatches
 from isam2.data.datasets import VSPW
 from isam2.data.synthetic import SyntheticConfig
-from isam2.masklets.store import MaskletStore
+from isam2.datamodules.stores import StoreDataModule, VideoBatches
 from isam2.metrics import VideoSegmentationMetrics
 from isam2.model import MaskletClassifier
+from isam2.store.reader import MaskletStore
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
 

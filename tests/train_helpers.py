@@ -23,14 +23,8 @@ from lightning.pytorch.callbacks import Callback
 
 from isam2.data.datasets import VSPW
 from isam2.data.synthetic import SyntheticConfig, ensure_synthetic
-from isam2.masklets.store import (
-    MaskletStore,
-    VideoShard,
-    finalize_store,
-    paint_id_map,
-    prepare_folder,
-    write_video_shard,
-)
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import VideoShard, finalize_store, paint_id_map, prepare_folder, write_video_shard
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = SyntheticConfig(

@@ -73,7 +73,7 @@ def log_run_artifacts(
     metrics.json's final metrics (per method) in the run summary."""
     import wandb
 
-    from isam2.viz import read_json, run_methods
+    from isam2.runs import read_json, run_methods
 
     for logger in wandb_loggers(loggers):
         run = logger.experiment

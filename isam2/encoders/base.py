@@ -14,7 +14,6 @@ and is what a head trained on them records.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,12 +80,6 @@ def encoder_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
         if ident.get(key):
             ident[key] = str(Path(ident[key]).expanduser().resolve())
     return ident
-
-
-def encoder_key(identity: Mapping[str, Any]) -> str:
-    """The folder name of an encoder's vectors in a store: `<name>-<hash12 of its identity>`."""
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return f"{identity['name']}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
 
 def build_encoder(settings: Mapping[str, Any]) -> Encoder:

@@ -69,7 +69,7 @@ def check_features(
     trained: Mapping[str, Any] | None, current: Mapping[str, Any] | None, source: str, allow: bool
 ) -> list[str]:
     """Refuse a head trained on another feature space than this run's vectors: the sam2 and masklets identity
-    its checkpoint records (hparams `feature_identity`) against this run's (`isam2.masklets.store.
+    its checkpoint records (hparams `feature_identity`) against this run's (`isam2.store.identity.
     feature_identity`). With `allow` (allow_feature_mismatch=true) a difference is a warning. Returns the
     differences, one `key: trained value (head) vs this run's value` each."""
     if trained is None or current is None:

@@ -36,7 +36,7 @@ def open_stores_and_datasets(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """For each role -> split: the masklet store (built first when missing) and the dataset reader."""
     from isam2.data import open_split
-    from isam2.masklets.store import ensure_store
+    from isam2.store.build import ensure_store
 
     by_split_store: dict[str, Any] = {}
     by_split_data: dict[str, Any] = {}

@@ -7,7 +7,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.pipelines.checkpoints import load_head_checkpoint, newest_train_checkpoint
 from isam2.pipelines.common import (
     build_datamodule,
     build_trainer,
@@ -18,14 +17,16 @@ from isam2.pipelines.common import (
     stage_callbacks,
     test_and_report,
 )
+from isam2.runs import newest_train_checkpoint
+from isam2.segmenter.parts import load_head_checkpoint
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Test a trained head (cfg.ckpt_path; null: the best checkpoint of the newest train run under
     paths.log_dir) on cfg.data.split with train's test stage; metrics.json also has "speed".
     Returns {"metrics": {"test/miou", ...}, "results": metrics.json's dict, "run_dir", "checkpoint"}."""
-    from isam2.masklets.store import feature_identity, store_identity
     from isam2.model.module import UNTRAINED_KEY, MaskletClassifier, check_compatible, check_features
+    from isam2.store.identity import feature_identity, store_identity
 
     ckpt = Path(cfg.ckpt_path) if cfg.get("ckpt_path") else newest_train_checkpoint(Path(cfg.paths.log_dir))
     checkpoint = load_head_checkpoint(ckpt)

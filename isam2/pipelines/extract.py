@@ -16,9 +16,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     writes store_manifest.json and summary.json into the run directory and prints the summary and
     `store: <path>` last. Returns {"metrics": the summary's numbers, "store": path, "run_dir"} (rank zero;
     other ranks: {"metrics": {}, "store": path})."""
-    from isam2.data.sharding import rank_and_world
+    from isam2.distributed import rank_and_world
     from isam2.files import write_json
-    from isam2.masklets.extraction import ensure_store, format_summary, summarize
+    from isam2.store.build import ensure_store
+    from isam2.store.extraction import format_summary, summarize
 
     store = ensure_store(cfg, cfg.data.split, force=bool(cfg.force), progress=bool(cfg.progress), launch=True)
     if rank_and_world()[0] != 0:

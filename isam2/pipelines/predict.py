@@ -25,12 +25,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns {"metrics": {"predict/miou", ...} (None without GT), "results", "run_dir", "output_dir"}."""
     from isam2.encoders import encoder_configs
     from isam2.files import check_output_apart, write_json
-    from isam2.pipelines.checkpoints import (
-        load_head_checkpoint,
-        load_segmenter_parts,
-        newest_train_checkpoint,
-    )
+    from isam2.runs import newest_train_checkpoint
     from isam2.segmenter import Segmenter
+    from isam2.segmenter.parts import load_head_checkpoint, load_segmenter_parts
 
     fmt = str(cfg.output_format)
     if fmt not in OUTPUT_FORMATS:

@@ -33,10 +33,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Returns {"metrics": {"base/miou", "refined/miou", ...}, "results", "run_dir", "output_dir"}."""
     from isam2.data import DataError, open_split
     from isam2.data.predictions import check_predictions, prediction_path, read_prediction, write_prediction
-    from isam2.masklets.store import ensure_store, store_folder, store_identity
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
     from isam2.segment.refine import VOTES, refine_video
+    from isam2.store.build import ensure_store
+    from isam2.store.identity import store_folder, store_identity
 
     if not cfg.get("base_pred_dir"):
         raise ConfigError(

@@ -20,7 +20,7 @@ def make_trainer(trainer_cfg: DictConfig) -> Any:
     device (Lightning launches the other ranks by re-running the command)."""
     from hydra.utils import instantiate
 
-    from isam2.data.sharding import asks_for_several_processes
+    from isam2.distributed import asks_for_several_processes
 
     quiet_lightning()
     strategy = trainer_cfg.get("strategy", "auto")
@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     (and cfg.output) and print the table. A bad file ends every rank; rank 0 reports it once.
     Returns {"metrics": {"score/miou", ...}, "results": metrics.json's dict, "run_dir"} ({} metrics on other
     ranks)."""
-    from isam2.data.sharding import launched_rank
+    from isam2.distributed import launched_rank
 
     try:
         return _score(cfg)
@@ -57,7 +57,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     from isam2.files import write_json
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
-    from isam2.metrics.scoring import score_videos
+    from isam2.pipelines.scoring import score_videos
 
     if cfg.pred_dir is None or str(cfg.pred_dir) == "":
         raise ISAM2Error(

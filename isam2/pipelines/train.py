@@ -120,7 +120,7 @@ def selection_split(cfg: DictConfig) -> tuple[dict[str, str], dict[str, list[str
     train videos, drawn with `data.selection.seed` and left out of training; `paper_val` selects on
     `data.val_split`, as the paper does (on VSPW that is also the reported split)."""
     from isam2.data import open_split
-    from isam2.data.datamodule import held_out_videos
+    from isam2.datamodules.stores import held_out_videos
 
     data = cfg.data
     settings = data.get("selection") or {}

@@ -1,6 +1,6 @@
 """Painting masklet classes into semantic maps: the id-map lookup, base fill-in, and per-track voting.
 
-The overlap rule lives in the id maps (see `isam2.masklets.store`): each pixel already names the one masklet
+The overlap rule lives in the id maps (see `isam2.store.writer`): each pixel already names the one masklet
 that shows there, so painting is a single table lookup.
 """
 

@@ -86,7 +86,7 @@ def refine(
 
 def refine_video(base: torch.Tensor, store: Any, video_id: str, vote: str, window: int) -> torch.Tensor:
     """`refine` of one video of a masklet store (any object with `rows`, `id_maps` and `track`, as
-    isam2.masklets.store.MaskletStore: its id maps and, for vote="track", its rows' track ids).
+    isam2.store.reader.MaskletStore: its id maps and, for vote="track", its rows' track ids).
 
     `window` is the store's keyframe window (cfg.masklets.window)."""
     rows = store.rows(video_id)

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import isam2.masklets.extraction as extraction
+import isam2.store.build as build
 from isam2.errors import user_errors_exit
 from tests.reliability.faults import install_from_env
 from tests.test_store import FakeSource, fake_build, make_cfg
@@ -37,14 +37,14 @@ def main() -> None:
     tmp, store_dir, *overrides = sys.argv[1:]
     install_from_env()
     seconds = float(os.environ.get("ISAM2_FAKE_FRAME_SECONDS", "0"))
-    extraction._build_backbone_and_source = fake_build(SlowSource(seconds))
+    build._build_backbone_and_source = fake_build(SlowSource(seconds))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")  # env://: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     cfg = make_cfg(Path(tmp), store_dir, *overrides)
     print("building", flush=True)
-    store = extraction.ensure_store(cfg, "val", progress=False)
+    store = build.ensure_store(cfg, "val", progress=False)
     print(f"store: {store.path}", flush=True)
 
 

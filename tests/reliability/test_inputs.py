@@ -169,7 +169,7 @@ def test_allow_feature_mismatch_evaluates_with_a_warning(shared, head, tmp_path)
 
 
 def test_the_head_checkpoint_records_the_feature_identity_of_its_training_store(shared, head):
-    from isam2.masklets.store import MaskletStore
+    from isam2.store.reader import MaskletStore
 
     hparams = torch.load(head, map_location="cpu", weights_only=True)["hyper_parameters"]
     (train_store,) = [p for p in (shared / "stores").glob("synthetic-train-*")]

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import isam2.masklets.extraction as extraction
-from isam2.masklets.extraction import ensure_store
-from isam2.masklets.store import MaskletStore, done_videos
+import isam2.store.extraction as extraction
+from isam2.store.build import ensure_store
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import done_videos
 from tests.reliability.harness import assert_refused
 from tests.test_store import FakeSource, assert_same_store, fake_build, make_cfg
 from tests.train_helpers import REPO, run_cli, tiny_overrides
@@ -197,7 +198,7 @@ def extract_store_folder(tmp: Path, split: str) -> Path:
     """The store folder that `python -m isam2.extract <extract_args(tmp, split, ...)>` builds."""
     from hydra import compose, initialize_config_dir
 
-    from isam2.masklets.store import store_folder, store_identity
+    from isam2.store.identity import store_folder, store_identity
 
     overrides = [o for o in extract_args(tmp, split, "any") if not o.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -206,7 +207,7 @@ def extract_store_folder(tmp: Path, split: str) -> Path:
 
 
 def test_a_second_build_of_a_locked_store_stops_naming_the_lock_and_its_holder(tmp_path):
-    from isam2.masklets.coordination import BuildLock
+    from isam2.store.coordination import BuildLock
 
     lock = BuildLock(extract_store_folder(tmp_path, "val"))
     lock.acquire(0)  # held by this live process, as by a build running elsewhere
@@ -225,8 +226,8 @@ def test_a_second_build_of_a_locked_store_stops_naming_the_lock_and_its_holder(t
 
 
 def test_a_second_build_waits_for_the_lock_when_asked(uninterrupted, monkeypatch):
-    from isam2.masklets.coordination import BuildLock
-    from isam2.masklets.store import store_folder, store_identity
+    from isam2.store.coordination import BuildLock
+    from isam2.store.identity import store_folder, store_identity
 
     tmp, whole, _ = uninterrupted
     cfg = make_cfg(tmp, "waits")

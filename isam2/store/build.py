@@ -1,40 +1,29 @@
-"""Building a MaskletStore: run the masklet source over a split's videos (1 process, DDP or torchrun), resumably.
-
-Distributed protocol (the store folder is the shared state, so it must be on a file system every rank sees):
-rank 0 takes the store's build lock, checks/prepares the folder and broadcasts the outcome; each rank beats
-its heartbeat, extracts its whole videos (`shard_indices`, no padding) and writes their shards; every rank
-waits until all shards exist (polling the folder, not a collective, so a slow rank never trips a collective
-timeout); rank 0 finalises; the others wait for manifest.json; a final barrier; every rank opens the store.
-Waits have a deadline, and a rank that failed (its heartbeat carries the error) or died (its heartbeat
-stopped, or its process on this host is gone) stops the waiting ranks with an error naming it
-(`isam2.masklets.coordination`).
-
-Ranks are launched only by `python -m isam2.extract` (`ensure_store(..., launch=True)`). Elsewhere a
-process launched as rank > 0 without a process group (torchrun, srun, Lightning's DDP children) waits
-for rank 0, which builds a missing store alone.
-"""
+"""The one `ensure_store`: open a finished store or build it (1 process, DDP or torchrun), resumably."""
 
 from __future__ import annotations
 
 import functools
 import json
 import time
-from collections.abc import Iterator
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.constants import VOID
-from isam2.data.sharding import asks_for_several_processes, launched_rank, rank_and_world, shard_indices
-from isam2.data.streams import HeldChunks, as_chunks, prefetched
+from isam2.distributed import (
+    barrier,
+    broadcast_from_zero,
+    in_process_group,
+    launched_rank,
+    launcher_fabric,
+    rank_and_world,
+    shard_indices,
+)
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.files import BackgroundWriter, write_json
-from isam2.masklets.coordination import (
+from isam2.files import write_json
+from isam2.masklets.settings import check_extraction_settings
+from isam2.store.coordination import (
     LOCK_NAME,
     BuildLock,
     BuildSettings,
@@ -43,184 +32,16 @@ from isam2.masklets.coordination import (
     reset_heartbeats,
     wait_until,
 )
-from isam2.masklets.pooling import mask_areas
-from isam2.masklets.settings import check_extraction_settings
-from isam2.masklets.store import (
-    ROW_DTYPES,
-    SHARD_ARRAYS,
-    IdMapWriter,
-    MaskletStore,
-    VideoShard,
-    check_video_id,
-    config_hash,
+from isam2.store.extraction import extract_videos
+from isam2.store.format import check_video_id, encoder_folder
+from isam2.store.identity import config_hash, masklet_identity, store_folder, store_identity
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import (
     done_videos,
-    encoder_folder,
     finalize_store,
-    masklet_identity,
-    non_finite_arrays,
-    paint_ids,
     prepare_folder,
-    store_folder,
-    store_identity,
     verified_done_videos,
-    write_video_shard,
 )
-from isam2.masklets.targets import masklet_targets
-from isam2.masklets.timing import StageClock
-
-
-def video_chunks(video: Any, size: int, clock: StageClock | None = None) -> Iterator[tuple[np.ndarray, Any]]:
-    """A video's frames [n,H,W,3] uint8 and GT train ids [n,H,W] (None without GT), `size` frames at a time."""
-    from isam2.data.streams import SplitVideoStream
-
-    clock = clock or StageClock()
-    windows = SplitVideoStream(video).windows(size)
-    while True:
-        with clock("decode"):
-            window = next(windows, None)
-        if window is None:
-            return
-        yield window.frames, window.gt
-
-
-def frame_rows(
-    fm: Any, t: int, gt: torch.Tensor | None, first_row: int
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Frame t's store rows and its id map (local rows from `first_row`). Everything is computed where the
-    masks are (the GPU in a CUDA run); only the pooled vectors, the per-row numbers and the id map come back."""
-    masks, scores, tracks, features = fm.masks, fm.scores, fm.tracks, fm.features
-    area = mask_areas(masks)
-    keep = area > 0  # a lost object leaves an empty mask: it is not a masklet
-    if not bool(keep.all()):
-        masks, area, scores, tracks, features = (x[keep] for x in (masks, area, scores, tracks, features))
-    scores = scores.float()
-    features = features.to(torch.float16)
-    targets = masklet_targets(masks, gt)
-    id_map = paint_ids(masks, scores, first_row).to(torch.int32)
-    n = int(masks.shape[0])
-    rows = {
-        "features": features.cpu().numpy(),
-        "frame": np.full(n, t, np.int32),
-        "track": tracks.cpu().numpy().astype(np.int64),
-        "area": area.cpu().numpy().astype(np.int64),
-        "score": scores.cpu().numpy(),
-        "label": targets.label,
-        "purity": targets.purity,
-        "valid": targets.valid,
-    }
-    return rows, id_map.cpu().numpy()
-
-
-def extract_frames(
-    source: Any,
-    video_id: str,
-    frames: Any,
-    gt: np.ndarray | None = None,
-    progress: Any = None,
-    id_maps: IdMapWriter | None = None,
-) -> VideoShard:
-    """All masklets of one video: rows in frame order (empty masklets dropped), targets, id maps. `frames`: the
-    whole video [T,H,W,3] (with `gt`), or an iterable of its (frames, gt) chunks, consumed as they come;
-    `id_maps`: a writer that takes each frame's id map as it comes (None: the shard keeps them in a list)."""
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in SHARD_ARRAYS}
-    maps: list[np.ndarray] | IdMapWriter = [] if id_maps is None else id_maps
-    counted = HeldChunks(as_chunks(frames, gt))
-    first_row = 0
-    for t, fm in enumerate(source.video(counted)):
-        (chunk_frames, chunk_gt), offset = counted.locate(t)
-        if tuple(fm.masks.shape[1:]) != tuple(chunk_frames.shape[1:3]):
-            raise ISAM2Error(
-                f"video {video_id!r} frame {t}: masklets are {tuple(fm.masks.shape[1:])}, "
-                f"the frame is {chunk_frames.shape[1:3]}"
-            )
-        gt_t = None if chunk_gt is None else chunk_gt[offset]
-        gt_t = None if gt_t is None else torch.from_numpy(np.ascontiguousarray(gt_t)).to(fm.masks.device)
-        rows, id_map = frame_rows(fm, t, gt_t, first_row)
-        bad = non_finite_arrays(rows)  # in the store's dtypes: an fp32 feature beyond fp16's range is inf
-        if bad:
-            raise ISAM2Error(
-                f"video {video_id!r} frame {t}: masklet {' and '.join(bad)} not finite (NaN or infinite, "
-                "features in fp16); nothing of this video was written"
-            )
-        n = len(rows["frame"])
-        for key in SHARD_ARRAYS:
-            parts[key].append(rows[key])
-        if isinstance(maps, list):
-            maps.append(id_map)
-        else:
-            maps.add(id_map)
-        first_row += n
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(masklets_per_frame=f"{n}")
-    if len(maps) != counted.frames:
-        raise ISAM2Error(
-            f"the masklet source gave {len(maps)} frames for video {video_id!r} of {counted.frames} frames"
-        )
-    return VideoShard(rows={k: _concat(v, k) for k, v in parts.items()}, id_maps=maps)
-
-
-def _concat(parts: list[np.ndarray], key: str) -> np.ndarray:
-    if parts:
-        return np.concatenate(parts)
-    return np.zeros((0, 0) if key == "features" else 0, ROW_DTYPES[key])
-
-
-def extract_video(source: Any, video: Any, progress: Any = None) -> VideoShard:
-    """Extract all masklets of one dataset video, decoded window by window (see `extract_frames`)."""
-    return extract_frames(
-        source, video.id, video_chunks(video, source.chunk_size, source.clock), None, progress
-    )
-
-
-def extract_videos(source: Any, videos: list[Any], path: Path, progress: Any = None) -> None:
-    """Extract `videos` into shards of the store folder `path`, window by window: a decode thread reads the
-    next window while this one is on the device, and a writer thread compresses each frame's id map into the
-    video's archive as it comes and then writes the row shard. Neither side holds more than a window or two
-    of frames, however long the video."""
-    if not videos:
-        return
-    clock = source.clock
-    archives: list[IdMapWriter] = []
-    writer = BackgroundWriter(pending=8)
-    try:
-        for video in videos:
-            chunks = prefetched(video_chunks(video, source.chunk_size, clock))
-            archives.append(IdMapWriter(path, video.id))
-            sink = _ThreadedIdMaps(archives[-1], writer, clock)
-            rows = extract_frames(source, video.id, chunks, None, progress, sink).rows
-            # the writer runs in order: the shard is written after the video's last id map
-            writer.submit(_write_shard, path, video.id, VideoShard(rows, archives[-1]), clock)
-        writer.wait()
-    except BaseException:
-        writer.wait(raise_errors=False)
-        for archive in archives:  # the writer thread has stopped: no archive is being written to
-            archive.abort()
-        raise
-
-
-class _ThreadedIdMaps:
-    """An `IdMapWriter` fed through the background writer (compression off the device's path)."""
-
-    def __init__(self, archive: IdMapWriter, writer: BackgroundWriter, clock: StageClock):
-        self.archive, self.writer, self.clock = archive, writer, clock
-        self.count = 0
-
-    def add(self, id_map: np.ndarray) -> None:
-        self.writer.submit(self._add, id_map)
-        self.count += 1
-
-    def _add(self, id_map: np.ndarray) -> None:
-        with self.clock("write"):
-            self.archive.add(id_map)
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def _write_shard(path: Path, video_id: str, shard: VideoShard, clock: StageClock) -> None:
-    with clock("write"):
-        write_video_shard(path, video_id, shard)
 
 
 def _versions() -> dict[str, str]:
@@ -255,43 +76,6 @@ def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
     return backbone, source
 
 
-# ----------------------------------------------------------------------------- process coordination
-
-
-def _broadcast_from_zero(value: Any) -> Any:
-    if dist.is_available() and dist.is_initialized():
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return value
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _in_group() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _launcher_fabric(trainer_cfg: DictConfig) -> Any | None:
-    """A Lightning Fabric for cfg.trainer when it asks for several processes, else None."""
-    if not asks_for_several_processes(trainer_cfg):
-        return None
-    devices = trainer_cfg.get("devices", 1)
-    num_nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
-    from lightning.fabric import Fabric
-
-    fabric = Fabric(
-        accelerator=trainer_cfg.get("accelerator", "auto"),
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=trainer_cfg.get("strategy", "auto"),
-    )
-    return fabric if fabric.world_size > 1 else None
-
-
 # ---------------------------------------------------------------------------------------- building
 
 
@@ -314,11 +98,11 @@ def ensure_store(
     )  # with the configured encoders, if not just [sam2]
     identity = masklet_identity(full_identity)
     path = store_folder(cfg.paths.store_dir, identity)
-    if launch and not _in_group() and (force or not (path / "manifest.json").is_file()):
-        fabric = _launcher_fabric(cfg.trainer)
+    if launch and not in_process_group() and (force or not (path / "manifest.json").is_file()):
+        fabric = launcher_fabric(cfg.trainer)
         if fabric is not None:
             fabric.launch()  # re-runs this command for the other ranks (Lightning's script launcher)
-    if not _in_group() and launched_rank() != 0:
+    if not in_process_group() and launched_rank() != 0:
         store = _follow_rank_zero(cfg, split, identity, path, force, settings)
     else:
         store = _ensure_in_group(cfg, split, identity, path, force, progress, settings)
@@ -336,12 +120,12 @@ def _with_encoders(
     progress: bool,
 ) -> MaskletStore:
     """`store` reading the vectors of cfg.encoder's encoders (None: its own SAM2 vectors), after adding those
-    it lacks: rank 0 computes them (`isam2.encoders.features`: no SAM2 work, the masklets are the store's)
+    it lacks: rank 0 computes them (`isam2.store.encoder_pass`: no SAM2 work, the masklets are the store's)
     while the other ranks wait for their records."""
     if encoders is None:
         return store
     from isam2.encoders import encoder_configs
-    from isam2.masklets.store import ENCODER_RECORD
+    from isam2.store.format import ENCODER_RECORD
 
     configs = list(encoder_configs(cfg).values())
     todo = [
@@ -350,23 +134,23 @@ def _with_encoders(
         if ident["name"] != "sam2" and not (encoder_folder(store.path, ident) / ENCODER_RECORD).is_file()
     ]
     if todo:
-        rank = rank_and_world()[0] if _in_group() else launched_rank()
+        rank = rank_and_world()[0] if in_process_group() else launched_rank()
         if rank == 0:
             from isam2.data import open_split
-            from isam2.encoders.features import add_encoder_features
+            from isam2.store.encoder_pass import add_encoder_features
 
             videos = open_split(cfg.data, split, require_masks=False).videos
             with Heartbeat(store.path, 0, settings.heartbeat_seconds):
                 for c, ident in todo:
                     add_encoder_features(store, c, ident, videos, progress)
-        elif not _in_group():
+        elif not in_process_group():
             wait_until(
                 lambda: all((encoder_folder(store.path, i) / ENCODER_RECORD).is_file() for _, i in todo),
                 PeerWatch(store.path, [0], settings.dead_after_seconds, fresh=False),
                 settings.wait_seconds,
                 f"rank 0 to add the encoders' vectors to {store.path}",
             )
-        _barrier()
+        barrier()
     return MaskletStore(store.path, expected_hash, encoders=encoders)
 
 
@@ -456,7 +240,7 @@ def _ensure_in_group(
             if not isinstance(e, ISAM2Error):
                 raise
             outcome = ("error", e)
-    outcome = _broadcast_from_zero(outcome)
+    outcome = broadcast_from_zero(outcome)
     if outcome[0] == "error":
         raise outcome[1]
     if outcome[0] == "open":
@@ -494,7 +278,7 @@ def _ensure_in_group(
                 )
     finally:
         lock.release()
-    _barrier()
+    barrier()
     if rank == 0:
         reset_heartbeats(path)  # an empty folder by now
     return MaskletStore(path, expected_hash=expected)
@@ -559,43 +343,3 @@ def _check_videos(store: MaskletStore, video_ids: list[str]) -> None:
             f"masklet store {store.path} lists {len(store.videos())} videos but the split file now lists "
             f"{len(video_ids)} (or another order); pass force=true to rebuild it"
         )
-
-
-# ----------------------------------------------------------------------------------------- summary
-
-
-def summarize(store: MaskletStore) -> dict[str, float]:
-    """Videos, frames, masklets, mean masklets/frame, mean frame coverage, mean purity of targeted masklets."""
-    videos = store.manifest["videos"]
-    frames = sum(v["frames"] for v in videos)
-    coverage = sum(v["covered_pixels"] / max(1, v["height"] * v["width"]) for v in videos)
-    targeted = np.asarray(store.label) != VOID
-    return {
-        "videos": len(videos),
-        "frames": frames,
-        "masklets": len(store),
-        "masklets_per_frame": len(store) / max(1, frames),
-        "coverage": coverage / max(1, frames),
-        "purity": float(np.asarray(store.purity)[targeted].mean()) if targeted.any() else float("nan"),
-    }
-
-
-def format_summary(summary: dict[str, float]) -> str:
-    purity = summary["purity"]
-    purity_text = "n/a (no masklet with a target)" if purity != purity else f"{100 * purity:.1f}%"  # NaN
-    return (
-        f"videos: {summary['videos']}  frames: {summary['frames']}  masklets: {summary['masklets']}\n"
-        f"masklets/frame: {summary['masklets_per_frame']:.1f}  coverage: {100 * summary['coverage']:.1f}%  "
-        f"purity: {purity_text}"
-    )
-
-
-__all__ = [
-    "ensure_store",
-    "extract_frames",
-    "extract_video",
-    "extract_videos",
-    "format_summary",
-    "summarize",
-    "video_chunks",
-]

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from isam2.data.datamodule import StoreDataModule, _single
+from isam2.datamodules.stores import StoreDataModule, single_store
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.masklets.store import read_rows
+from isam2.store.reader import read_rows
 
 
 class ClipAugmenter:
@@ -159,7 +159,7 @@ class AugmentedDataModule(StoreDataModule):
             self.seed,
             self.videos.get("train"),
         )
-        return DataLoader(clips, sampler=_EpochClips(clips), batch_size=None, collate_fn=_single)
+        return DataLoader(clips, sampler=_EpochClips(clips), batch_size=None, collate_fn=single_store)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """A clip of frames becomes a `MaskletBatch` of its masklets' pooled, augmented features."""

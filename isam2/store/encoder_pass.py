@@ -19,7 +19,9 @@ import torch
 
 from isam2.encoders.base import Encoder, build_encoder
 from isam2.errors import ISAM2Error
-from isam2.masklets.store import ENCODER_RECORD, MaskletStore, encoder_folder, write_encoder_features
+from isam2.store.format import ENCODER_RECORD, encoder_folder
+from isam2.store.reader import MaskletStore
+from isam2.store.writer import write_encoder_features
 
 
 def video_vectors(encoder: Encoder, store: MaskletStore, video: Any, frames: np.ndarray) -> np.ndarray:

@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from isam2.constants import VOID as IGNORE
-from isam2.data.sharding import VideoShardSampler, rank_and_world
+from isam2.distributed import VideoShardSampler, rank_and_world
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.masklets.store import read_rows
+from isam2.store.reader import read_rows
 
 if (
     TYPE_CHECKING
@@ -231,7 +231,7 @@ class VideoBatches(Dataset):
         return item
 
 
-def _single(batch: Any) -> Any:
+def single_store(batch: Any) -> Any:
     return batch  # batch_size=None: every item is already one batch
 
 
@@ -325,7 +325,7 @@ class StoreDataModule(pl.LightningDataModule):
             RowBatches(self.train_store, self.train_rows, resident),
             sampler=sampler,
             batch_size=None,
-            collate_fn=_single,
+            collate_fn=single_store,
             num_workers=0 if resident else self.num_workers,
         )
 
@@ -370,7 +370,7 @@ class StoreDataModule(pl.LightningDataModule):
             videos,
             sampler=VideoShardSampler(videos.sizes()),
             batch_size=None,
-            collate_fn=_single,
+            collate_fn=single_store,
             num_workers=self.eval_num_workers,
         )
 

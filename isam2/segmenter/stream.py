@@ -101,9 +101,9 @@ class Segmenter:
     ) -> Segmenter:
         """A segmenter from a head's checkpoint; SAM2 is rebuilt as the head was trained on it (variant, image
         size, pooling levels: recorded in the checkpoint), with the weights at `sam2_checkpoint` (checked by
-        sha256). `settings`: those of `isam2.pipelines.checkpoints.load_segmenter_parts` (masklets, encoders,
+        sha256). `settings`: those of `isam2.segmenter.parts.load_segmenter_parts` (masklets, encoders,
         segment, allow_feature_mismatch)."""
-        from isam2.pipelines.checkpoints import load_segmenter_parts
+        from isam2.segmenter.parts import load_segmenter_parts
 
         parts = load_segmenter_parts(path, sam2_checkpoint, device, **settings)
         return cls(parts.model, parts.source, parts.encoders, base_pred_dir, class_names)
@@ -137,7 +137,7 @@ class Segmenter:
         times.total += time.perf_counter() - started
 
     def _add_frame(self, group: _Group, fm: Any, t: int, place: tuple[Window, int]) -> None:
-        from isam2.masklets.extraction import frame_rows
+        from isam2.store.extraction import frame_rows
 
         rows, id_map = frame_rows(fm, t, None, 0)
         group.indices.append(t)

@@ -1,8 +1,7 @@
-"""Trained heads on disk: finding the newest, loading one checked, and rebuilding the SAM2 it was trained on."""
+"""Trained heads on disk: loading one checked, and rebuilding the SAM2 and masklet source it was trained on."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,25 +14,6 @@ log = logging.getLogger(__name__)
 # Parts of a head's recorded feature identity that say which masks were pooled, not which feature space:
 # predicting may find masklets another way (AMG on a video without labels) with the same vectors.
 MASK_CHOICE_KEYS = ("masklets",)
-
-
-def newest_train_checkpoint(log_dir: Path) -> Path:
-    """The checkpoint that the newest finished train run under `log_dir`/train tested (its metrics.json's
-    "checkpoint": the best one by the selection metric), said in one printed line."""
-    runs = sorted((log_dir / "train").glob("**/metrics.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for metrics in runs:
-        try:
-            recorded = json.loads(metrics.read_text()).get("checkpoint")
-        except (OSError, ValueError):
-            continue
-        if recorded and (metrics.parent / recorded).is_file():
-            ckpt = metrics.parent / recorded  # absolute `recorded` stays as it is
-            print(f"ckpt_path not set: using {ckpt}, the checkpoint of the newest train run", flush=True)
-            return ckpt
-    raise ISAM2Error(
-        f"ckpt_path is not set and no finished train run with a checkpoint is under {log_dir / 'train'} "
-        "(paths.log_dir); set ckpt_path=<run>/checkpoints/<best>.ckpt or run python -m isam2.train first"
-    )
 
 
 def load_head_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -77,8 +57,8 @@ def load_segmenter_parts(
     from isam2.encoders import SAM2_ENCODER, build_encoder, encoder_identity
     from isam2.masklets.generator import build_masklet_source
     from isam2.masklets.settings import SAM2_DEFAULTS
-    from isam2.masklets.store import checkpoint_sha256
     from isam2.model.module import MaskletClassifier, check_features
+    from isam2.store.identity import checkpoint_sha256
 
     checkpoint = load_head_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})

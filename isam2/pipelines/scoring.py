@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from isam2.data.predictions import prediction_path, read_prediction
-from isam2.data.sharding import VideoShardSampler
+from isam2.distributed import VideoShardSampler
 from isam2.errors import ISAM2Error
 from isam2.metrics.video import VideoSegmentationMetrics
 

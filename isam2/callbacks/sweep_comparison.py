@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from isam2.errors import ISAM2Error
 from isam2.files import atomic_file, write_json
 from isam2.metrics.report import PAPER_COLUMNS, paper_columns
-from isam2.viz import read_json, run_methods, run_overrides
+from isam2.runs import read_json, run_methods, run_overrides
 
 # The method names a metrics.json may give the refiner's and the base's results (refine writes both).
 REFINED_NAMES = ("SAM2-refiner", "refined")

@@ -1,0 +1,1 @@
+"""Lightning data modules: store rows into typed batches (StoreDataModule) and on-the-fly augmentation."""
