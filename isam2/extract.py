@@ -9,8 +9,8 @@ from isam2.cli import hydra_entry
 
 @hydra_entry("extract")
 def main(cfg: DictConfig) -> float | None:
-    from isam2.pipelines.common import optimized_value
     from isam2.pipelines.extract import run
+    from isam2.pipelines.report import optimized_value
 
     return optimized_value(cfg, run(cfg))
 

@@ -9,7 +9,7 @@ from isam2.cli import hydra_entry
 
 @hydra_entry("score")
 def main(cfg: DictConfig) -> float | None:
-    from isam2.pipelines.common import optimized_value
+    from isam2.pipelines.report import optimized_value
     from isam2.pipelines.score import run
 
     return optimized_value(cfg, run(cfg))

@@ -110,7 +110,7 @@ def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path
 
 
 def test_main_returns_the_optimized_metric():
-    from isam2.pipelines.common import optimized_value
+    from isam2.pipelines.report import optimized_value
 
     result = {"metrics": {"selection/miou_best": 0.5, "test/miou": 0.4}}
     assert optimized_value(_compose("train"), result) == 0.5

@@ -118,7 +118,7 @@ def fake_build(source: FakeSource):
 @pytest.fixture
 def fake_source(monkeypatch):
     source = FakeSource()
-    monkeypatch.setattr(extraction, "_build_backbone_and_source", fake_build(source))
+    monkeypatch.setattr(build, "_build_backbone_and_source", fake_build(source))
     return source
 
 
@@ -382,7 +382,7 @@ def test_extraction_refuses_a_non_finite_row_naming_the_video_and_frame(tmp_path
     from isam2.errors import ISAM2Error
 
     source = PoisonedSource(array, value)  # 1e6 is finite in fp32 and infinite in the store's fp16
-    monkeypatch.setattr(extraction, "_build_backbone_and_source", fake_build(source))
+    monkeypatch.setattr(build, "_build_backbone_and_source", fake_build(source))
     cfg = make_cfg(tmp_path)
     videos = [v.id for v in open_split(cfg.data, "val").videos]
     with pytest.raises(ISAM2Error, match=rf"video '{videos[1]}' frame 1: masklet \w+ not finite"):

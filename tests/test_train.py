@@ -206,7 +206,7 @@ def test_a_checkpoint_save_that_fails_partway_keeps_the_previous_one(tmp_path, m
     from hydra import compose, initialize_config_dir
 
     from isam2 import files
-    from isam2.pipelines.common import build_trainer
+    from isam2.pipelines.trainer import build_trainer
     from tests.reliability.faults import faulty_opener
 
     overrides = [f"paths.output_dir={tmp_path}", "logger=none", "trainer=cpu"]

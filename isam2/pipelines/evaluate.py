@@ -7,16 +7,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from isam2.pipelines.common import (
-    build_datamodule,
-    build_trainer,
-    flat_metrics,
-    instantiate_all,
-    open_stores_and_datasets,
-    require_base_if_filling,
-    stage_callbacks,
-    test_and_report,
-)
+from isam2.pipelines.inputs import build_datamodule, open_stores_and_datasets, require_base_if_filling
+from isam2.pipelines.report import flat_metrics, test_and_report
+from isam2.pipelines.trainer import build_trainer, instantiate_all, stage_callbacks
 from isam2.runs import newest_train_checkpoint
 from isam2.segmenter.parts import load_head_checkpoint
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from isam2.pipelines.common import report
+from isam2.pipelines.report import report
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

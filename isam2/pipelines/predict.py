@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from isam2.constants import VOID
 from isam2.errors import ConfigError
-from isam2.pipelines.common import flat_metrics, report
+from isam2.pipelines.report import flat_metrics, report
 
 log = logging.getLogger(__name__)
 OUTPUT_FORMATS = ("isam2", "vspw")

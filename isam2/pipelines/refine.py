@@ -13,15 +13,8 @@ from tqdm import tqdm
 
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
-from isam2.pipelines.common import (
-    DEMO_NOTE,
-    Stopwatch,
-    dataset_record,
-    flat_metrics,
-    report,
-    speed_line,
-    speed_record,
-)
+from isam2.pipelines.inputs import DEMO_NOTE, dataset_record
+from isam2.pipelines.report import Stopwatch, flat_metrics, report, speed_line, speed_record
 
 log = logging.getLogger(__name__)
 

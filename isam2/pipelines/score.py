@@ -10,7 +10,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from isam2.errors import ISAM2Error
-from isam2.pipelines.common import flat_metrics, known_warnings_silenced, quiet_lightning, report
+from isam2.pipelines.report import flat_metrics, report
+from isam2.pipelines.trainer import known_warnings_silenced, quiet_lightning
 
 log = logging.getLogger(__name__)
 

@@ -11,18 +11,19 @@ from omegaconf import DictConfig
 
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import atomic_file, load_weights
-from isam2.pipelines.common import (
+from isam2.pipelines.inputs import (
     DEMO_NOTE,
     build_datamodule,
-    build_trainer,
-    flat_metrics,
-    instantiate_all,
-    known_warnings_silenced,
     open_stores_and_datasets,
     require_base_if_filling,
+)
+from isam2.pipelines.report import flat_metrics, test_and_report
+from isam2.pipelines.trainer import (
+    build_trainer,
+    instantiate_all,
+    known_warnings_silenced,
     resume_checkpoint,
     stage_callbacks,
-    test_and_report,
 )
 
 SELECTION_MODES = {
