@@ -32,6 +32,8 @@ test: env
 
 lint: env
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: env
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

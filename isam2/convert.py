@@ -14,6 +14,9 @@ from pathlib import Path
 
 from isam2.errors import ConfigError, user_errors_exit
 from isam2.files import check_output_apart
+from isam2.logs import console_logging, get_logger
+
+log = get_logger(__name__)
 
 KEYS = ("input", "output", "json", "png_dir", "category_offset")
 
@@ -52,6 +55,7 @@ def _parse(argv: list[str]) -> dict[str, str]:
 
 @user_errors_exit
 def main(argv: list[str] | None = None) -> None:
+    console_logging()
     args = _parse(sys.argv[1:] if argv is None else argv)
     source = Path(args["input"])
     json_path = Path(args.get("json") or source / "pred.json")
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     videos, frames = convert(json_path, png_dir, out_dir, offset)
     if not frames:
         raise ConfigError(f"{json_path} lists no frames: nothing to convert")
-    print(f"wrote {frames} semantic PNGs of {videos} videos to {out_dir}")
+    log.info(f"wrote {frames} semantic PNGs of {videos} videos to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,25 @@ class RankedLogger(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
         kwargs = dict(kwargs)
         # The caller's frame, not this adapter's, names the line that logged.
-        kwargs.setdefault("stacklevel", 3)
+        kwargs.setdefault("stacklevel", 2)
         return msg, kwargs
 
 
 def get_logger(name: str, rank_zero_only: bool = True) -> RankedLogger:
     """The isam2 logger of module `name` (pass `__name__`)."""
     return RankedLogger(name, rank_zero_only=rank_zero_only)
+
+
+def console_logging(level: int = logging.INFO) -> None:
+    """For the command lines without Hydra (`isam2.data.synthetic`, `isam2.convert`): messages on stderr,
+    `warning: ...` for a warning. Does nothing where logging is set up already."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PlainFormatter())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, handlers=[handler])
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"

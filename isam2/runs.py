@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
+
+log = get_logger(__name__)
 
 RUNS_ENV = "ISAM2_RUN_DIR"
 
@@ -121,7 +124,7 @@ def newest_train_checkpoint(log_dir: Path) -> Path:
             continue
         if recorded and (metrics.parent / recorded).is_file():
             ckpt = metrics.parent / recorded  # absolute `recorded` stays as it is
-            print(f"ckpt_path not set: using {ckpt}, the checkpoint of the newest train run", flush=True)
+            log.info(f"ckpt_path not set: using {ckpt}, the checkpoint of the newest train run")
             return ckpt
     raise ISAM2Error(
         f"ckpt_path is not set and no finished train run with a checkpoint is under {log_dir / 'train'} "

@@ -215,7 +215,7 @@ def test_a_damaged_store_file_is_named(store, tmp_path, damage):
 # ------------------------------------------------------------------ the feature identity of a head
 
 
-def test_check_features_compares_every_setting_and_warns_when_allowed(capsys):
+def test_check_features_compares_every_setting_and_warns_when_allowed(caplog):
     from isam2.model.module import check_features
 
     head = {"sam2": {"variant": "hiera_t", "image_size": 64}, "masklets": {"pooling": {"levels": [2]}}}
@@ -226,6 +226,7 @@ def test_check_features_compares_every_setting_and_warns_when_allowed(capsys):
     assert check_features(head, run, "checkpoint c", allow=True) == [
         "sam2.variant: 'hiera_t' (head) vs 'hiera_s' (this run)"
     ]
-    assert "warning: checkpoint c was trained on other features" in capsys.readouterr().out
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "checkpoint c was trained on other features" in warned[-1].getMessage()
     assert check_features(None, run, "checkpoint c", allow=False) == []  # saved before identities existed
-    assert "records no feature identity" in capsys.readouterr().out
+    assert "records no feature identity" in caplog.records[-1].getMessage()

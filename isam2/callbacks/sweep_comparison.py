@@ -14,8 +14,11 @@ from omegaconf import DictConfig
 
 from isam2.errors import ISAM2Error
 from isam2.files import atomic_file, write_json
+from isam2.logs import get_logger
 from isam2.metrics.report import PAPER_COLUMNS, paper_columns
 from isam2.runs import read_json, run_methods, run_overrides
+
+log = get_logger(__name__)
 
 # The method names a metrics.json may give the refiner's and the base's results (refine writes both).
 REFINED_NAMES = ("SAM2-refiner", "refined")
@@ -113,4 +116,4 @@ class PaperComparison(Callback):
             o.key_or_group for o in on_command_line if o.is_sweep_override() and o.key_or_group not in params
         ]
         comparison = write_comparison(sweep_dir, self.table, swept)
-        print(f"{self.table}: {len(comparison['rows'])} runs compared in {sweep_dir / 'comparison.md'}")
+        log.info(f"{self.table}: {len(comparison['rows'])} runs compared in {sweep_dir / 'comparison.md'}")

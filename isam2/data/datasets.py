@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from isam2.data.labels import NUM_CLASSES, vipseg_to_train, vspw_to_train
 from isam2.data.video import DataError, Video, pair_video
+from isam2.logs import get_logger
 
 CLASS_NAME_FILES = ("label_num_dic_final.json", "class_names.json")
 VIPSEG_ORIGINAL = "VIPSeg"  # the folder as downloaded: imgs/, panomasks/, {train,val,test}.txt
@@ -16,7 +16,7 @@ VIPSEG_720P = "VIPSeg_720P"  # change2_720p.py's output: images/, panomasks/ (+ 
 VIPSEG_FRAME_DIRS = {VIPSEG_ORIGINAL: "imgs", VIPSEG_720P: "images"}
 VIPSEG_CATEGORIES = "panoVIPSeg_categories.json"  # [{"id": 0-based category (= train id), "name": ...}, ...]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 _announced: set[tuple[str, ...]] = set()  # what this process has already said about a dataset folder
 
 

@@ -27,6 +27,9 @@ import numpy as np
 from PIL import Image
 
 from isam2.errors import ConfigError, user_errors_exit
+from isam2.logs import console_logging, get_logger
+
+log = get_logger(__name__)
 
 if TYPE_CHECKING:
     from isam2.data.datasets import VideoDataset
@@ -394,19 +397,15 @@ def ensure_synthetic(root: str | Path, cfg: SyntheticConfig = SyntheticConfig())
     settings = synthetic_settings(root)
     if settings is not None:
         if settings != asdict(cfg):
-            print(
-                f"note: {root} holds a synthetic set made with other settings; using it as it is",
-                file=sys.stderr,
-                flush=True,
-            )
+            log.warning(f"{root} holds a synthetic set made with other settings; using it as it is")
         seed = int(settings.get("seed", 0))
         if not base_predictions_current(root, seed):  # a set made before them, or by an older noise model
-            print(f"writing the base predictions of {root} ...", file=sys.stderr, flush=True)
+            log.info(f"writing the base predictions of {root} ...")
             write_base_predictions(root, seed)
         return root
     if root.exists():
         _check_replaceable(root, cfg, force=False)  # refuses anything but an empty folder
-    print(f"generating the synthetic dataset in {root} ...", file=sys.stderr, flush=True)
+    log.info(f"generating the synthetic dataset in {root} ...")
     return generate(root, cfg)
 
 
@@ -430,8 +429,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = SyntheticConfig(**{k: int(v) for k, v in args.items()})
     except ValueError:
         raise ConfigError(f"the settings {args} must be integers") from None
+    console_logging()
     out = generate(root, cfg, force=force == "true")
-    print(f"wrote {cfg.num_train}+{cfg.num_val}+{cfg.num_test} videos to {out}")
+    log.info(f"wrote {cfg.num_train}+{cfg.num_val}+{cfg.num_test} videos to {out}")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 
 
 def offline_transformers() -> Any:
@@ -33,7 +32,7 @@ def from_local_folder(model_class: Any, folder: str | Path, setting: str) -> tor
         raise ISAM2Error(f"{setting}={path} cannot be loaded as {model_class.__name__}: {e}") from None
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def warn_random_weights(setting: str) -> None:
@@ -42,7 +41,6 @@ def warn_random_weights(setting: str) -> None:
         f"{setting} is not set: the encoder runs with RANDOM WEIGHTS (fine for tests, meaningless otherwise)"
     )
     log.warning(msg)
-    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 def random_model(model_class: Any, config: Any) -> torch.nn.Module:

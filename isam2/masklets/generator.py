@@ -28,7 +28,6 @@ Every yielded `FrameMasklets` holds tensors on the backbone's device; a frame wi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 
 from isam2.data.streams import Chunks, as_chunks, rechunk
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 from isam2.masklets.amg import NativeMaskGenerator
 from isam2.masklets.oracle import gt_components, link_tracks
 from isam2.masklets.pooling import mask_areas
@@ -46,7 +46,7 @@ from isam2.masklets.sam2_backbone import EncodedFrame, SAM2Backbone
 from isam2.masklets.settings import masklet_settings, positive_int
 from isam2.masklets.timing import StageClock
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass

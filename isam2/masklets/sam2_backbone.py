@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 
 from isam2.errors import ISAM2Error
 from isam2.files import cached_sha256, load_weights
+from isam2.logs import get_logger
 from isam2.masklets import sam2_adapter
 from isam2.masklets.pooling import pool_levels
 from isam2.masklets.sam2_adapter import FrozenSAM2VideoPredictor, sam2_has_C
@@ -43,7 +42,7 @@ from isam2.masklets.settings import (
     resolve_device,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FEATURES_PER_LEVEL = 256
 _MEAN = (0.485, 0.456, 0.406)
@@ -146,7 +145,6 @@ class SAM2Backbone:
                 "Masklets and features are meaningless for real use; set sam2.checkpoint=<path to a .pt>."
             )
             log.warning(msg)
-            print(f"WARNING: {msg}", file=sys.stderr, flush=True)
         else:
             self.checkpoint_sha256 = self._load_checkpoint(model, self.checkpoint)
 

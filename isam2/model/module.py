@@ -14,10 +14,13 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from isam2.constants import VOID as IGNORE
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 from isam2.metrics.coverage import MaskletCoverage
 from isam2.model.batches import MaskletBatch, PaintedVideo, VideoBatch
 from isam2.model.head import build_head
 from isam2.segment.methods import METHOD_NAMES
+
+log = get_logger(__name__)
 
 CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight = frequency ** -power
 SEGMENT_DEFAULTS = {"fill": "none", "track_vote": False, "window": 32}
@@ -73,10 +76,9 @@ def check_features(
     feature_identity`). With `allow` (allow_feature_mismatch=true) a difference is a warning. Returns the
     differences, one `key: trained value (head) vs this run's value` each."""
     if trained is None or current is None:
-        print(
-            f"warning: {source} records no feature identity (saved before isam2 recorded it): its sam2 and "
-            "masklets settings cannot be checked against this run's",
-            flush=True,
+        log.warning(
+            f"{source} records no feature identity (saved before isam2 recorded it): its sam2 and "
+            "masklets settings cannot be checked against this run's"
         )
         return []
     head, run = _leaves(trained), _leaves(current)
@@ -93,7 +95,7 @@ def check_features(
             f"{message}; evaluate with the sam2 and masklets settings of its training run (the same "
             "experiment and overrides), or pass allow_feature_mismatch=true to score it anyway"
         )
-    print(f"warning: {message}; evaluating anyway (allow_feature_mismatch=true)", flush=True)
+    log.warning(f"{message}; evaluating anyway (allow_feature_mismatch=true)")
     return diffs
 
 

@@ -7,11 +7,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from isam2.logs import get_logger
 from isam2.pipelines.inputs import build_datamodule, open_stores_and_datasets, require_base_if_filling
 from isam2.pipelines.report import flat_metrics, test_and_report
 from isam2.pipelines.trainer import build_trainer, instantiate_all, stage_callbacks
 from isam2.runs import newest_train_checkpoint
 from isam2.segmenter.parts import load_head_checkpoint
+
+log = get_logger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     extra: dict[str, Any] = {"feature_mismatch": mismatch} if mismatch else {}
     if checkpoint.get(UNTRAINED_KEY):
         extra["note"] = f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}"
-        print(f"warning: {extra['note']}", flush=True)
+        log.warning(extra["note"])
     results = test_and_report(
         cfg,
         trainer,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from isam2.constants import VOID
 from isam2.errors import ConfigError
+from isam2.logs import get_logger
 from isam2.pipelines.report import flat_metrics, report
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 OUTPUT_FORMATS = ("isam2", "vspw")
 VSPW_CLASSES = 124
 

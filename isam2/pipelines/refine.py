@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,11 @@ from tqdm import tqdm
 
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
+from isam2.logs import get_logger
 from isam2.pipelines.inputs import DEMO_NOTE, dataset_record
 from isam2.pipelines.report import Stopwatch, flat_metrics, report, speed_line, speed_record
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"refine.vote={vote!r} is not one of {list(VOTES)}")
     check_output_apart(out_dir, "output_dir", inputs)  # before any work: refine never writes over its input
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
-        print(DEMO_NOTE, flush=True)
+        log.warning(DEMO_NOTE)
     dataset = open_split(
         cfg.data, cfg.data.split, require_masks=False
     )  # unlabelled videos: refined, not scored

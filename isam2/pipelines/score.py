@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 from isam2.pipelines.report import flat_metrics, report
 from isam2.pipelines.trainer import known_warnings_silenced, quiet_lightning
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def make_trainer(trainer_cfg: DictConfig) -> Any:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import atomic_file, load_weights
+from isam2.logs import get_logger
 from isam2.pipelines.inputs import (
     DEMO_NOTE,
     build_datamodule,
@@ -25,6 +26,8 @@ from isam2.pipelines.trainer import (
     resume_checkpoint,
     stage_callbacks,
 )
+
+log = get_logger(__name__)
 
 SELECTION_MODES = {
     "held_out": "held-out selection split: a seeded fraction of the train videos, never trained on",
@@ -48,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     require_base_if_filling(cfg.segment.fill, cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
-        print(DEMO_NOTE, flush=True)
+        log.warning(DEMO_NOTE)
     roles, videos, selection = selection_split(cfg)
     stores, datasets = open_stores_and_datasets(cfg, roles)
     datamodule = build_datamodule(cfg, stores, datasets, videos)
@@ -210,7 +213,7 @@ def untrained_test_stage(
             f"ckpt_path={cfg.ckpt_path} resumes training, but {note}; test that checkpoint with "
             "python -m isam2.evaluate ckpt_path=..."
         )
-    print(f"warning: {note}; the test stage still runs", flush=True)
+    log.warning(f"{note}; the test stage still runs")
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "untrained.ckpt"
     if trainer.is_global_zero:
         save_untrained_checkpoint(model, ckpt, note)

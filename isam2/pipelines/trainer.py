@@ -12,6 +12,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from isam2.logs import get_logger
+
+log = get_logger(__name__)
+
 
 # ---- the Trainer ------------------------------------------------------------------------------------------
 def use_wandb_offline_without_key() -> None:
@@ -62,7 +66,7 @@ def resume_checkpoint(cfg: DictConfig, trainer: Any) -> str | None:
                 if last.is_file():
                     if trainer.is_global_zero:
                         job = os.environ.get("SLURM_JOB_ID")
-                        print(f"requeued SLURM job {job}: resuming from {last}", flush=True)
+                        log.info(f"requeued SLURM job {job}: resuming from {last}")
                     return str(last)
     return cfg.get("ckpt_path")
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # Parts of a head's recorded feature identity that say which masks were pooled, not which feature space:
 # predicting may find masklets another way (AMG on a video without labels) with the same vectors.
 MASK_CHOICE_KEYS = ("masklets",)

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +33,9 @@ from typing import Any
 
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import disk_error, write_json
+from isam2.logs import get_logger
+
+log = get_logger(__name__)
 
 LOCK_NAME = "build.lock"
 POLL_SECONDS = 0.5
@@ -159,10 +161,9 @@ class BuildLock:
             with contextlib.suppress(OSError):
                 os.link(aside, self.file)
         aside.unlink(missing_ok=True)
-        print(
-            f"warning: removed the stale lock {self.file} of pid {holder.get('pid')} on {holder.get('host')}",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            f"removed the stale lock {self.file} of pid {holder.get('pid')} on {holder.get('host')}",
+            rank_zero_only=False,
         )
 
     def acquire(self, wait_seconds: float) -> None:
@@ -186,10 +187,8 @@ class BuildLock:
                     "to wait, or delete the lock file if that process is gone"
                 )
             if not announced:
-                print(
-                    f"waiting up to {wait_seconds:g} s for {self._describe(holder)}",
-                    file=sys.stderr,
-                    flush=True,
+                log.info(
+                    f"waiting up to {wait_seconds:g} s for {self._describe(holder)}", rank_zero_only=False
                 )
                 announced = True
             time.sleep(POLL_SECONDS)

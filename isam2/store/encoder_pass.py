@@ -8,7 +8,6 @@ masklet's region of the id map, i.e. its visible pixels once overlaps are resolv
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,9 +18,12 @@ import torch
 
 from isam2.encoders.base import Encoder, build_encoder
 from isam2.errors import ISAM2Error
+from isam2.logs import get_logger
 from isam2.store.format import ENCODER_RECORD, encoder_folder
 from isam2.store.reader import MaskletStore
 from isam2.store.writer import write_encoder_features
+
+log = get_logger(__name__)
 
 
 def video_vectors(encoder: Encoder, store: MaskletStore, video: Any, frames: np.ndarray) -> np.ndarray:
@@ -86,11 +88,7 @@ def add_encoder_features(
     encoder = encoder or build_encoder(settings)
     ordered = [by_id[v] for v in store.videos()]
     if progress:
-        print(
-            f"encoder {identity['name']}: pooling {len(store)} masklets into {folder}",
-            file=sys.stderr,
-            flush=True,
-        )
+        log.info(f"encoder {identity['name']}: pooling {len(store)} masklets into {folder}")
     blocks = (video_vectors(encoder, store, video, frames) for video, frames in _decoded(ordered))
     return write_encoder_features(
         store.path, identity, blocks, len(store), list(encoder.widths), list(encoder.strides)

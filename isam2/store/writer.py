@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import shutil
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from isam2.errors import ISAM2Error
 from isam2.files import atomic_file, sha256_file, write_json
+from isam2.logs import get_logger
 from isam2.store.format import (
     ENCODER_RECORD,
     FORMAT_VERSION,
@@ -30,6 +30,8 @@ from isam2.store.format import (
     non_finite_arrays,
 )
 from isam2.store.identity import _mismatch_message, config_hash, read_hash
+
+log = get_logger(__name__)
 
 
 def paint_ids(masks: torch.Tensor, scores: torch.Tensor, first_row: int = 0) -> torch.Tensor:
@@ -164,7 +166,7 @@ def verified_done_videos(path: Path, video_ids: list[str]) -> set[str]:
         if fault is None:
             verified.add(video_id)
         else:
-            print(f"warning: video {video_id!r} is extracted again: {fault}", file=sys.stderr, flush=True)
+            log.warning(f"video {video_id!r} is extracted again: {fault}", rank_zero_only=False)
             forget_video(path, video_id)
     return verified
 

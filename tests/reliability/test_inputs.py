@@ -162,7 +162,10 @@ def test_allow_feature_mismatch_evaluates_with_a_warning(shared, head, tmp_path)
     overrides = [o for o in run_overrides(shared, tmp_path) if not o.startswith("paths.store_dir=")]
     overrides += [f"paths.store_dir={tmp_path / 'stores'}", f"ckpt_path={head}", "sam2.image_size=128"]
     proc = run_cli("isam2.evaluate", [*overrides, "allow_feature_mismatch=true"])
-    assert "warning: " in proc.stdout and "sam2.image_size: 64 (head) vs 128 (this run)" in proc.stdout
+    assert (
+        any("WARNING" in line and "other features" in line for line in proc.stdout.splitlines())
+        and "sam2.image_size: 64 (head) vs 128 (this run)" in proc.stdout
+    )
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["feature_mismatch"] == ["sam2.image_size: 64 (head) vs 128 (this run)"]
     assert metrics["trained"] is True
