@@ -150,9 +150,8 @@ def main() -> None:
 
     from isam2.metrics import VideoSegmentationMetrics
 
-    torch.set_num_threads(
-        1
-    )  # the numpy baseline is single-threaded; 1 thread is also robust on a busy machine
+    # the numpy baseline is single-threaded; 1 thread is also robust on a busy machine
+    torch.set_num_threads(1)
     videos = synthetic_videos(args.videos, args.frames, args.height, args.width)
     tensors = [(torch.from_numpy(p), torch.from_numpy(g)) for p, g in videos]
     num_frames = sum(len(g) for _, g in videos)

@@ -44,9 +44,8 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Cal
             from isam2.config_tree import print_config_tree
 
             print_config_tree(cfg, save_to=Path(HydraConfig.get().runtime.output_dir))
-            apply_tf32(
-                cfg.get("sam2")
-            )  # process-wide, so set here for every command, never by a library object
+            # process-wide, so set here for every command, never by a library object
+            apply_tf32(cfg.get("sam2"))
             try:
                 return task(cfg)
             finally:

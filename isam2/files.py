@@ -212,3 +212,8 @@ class BackgroundWriter:
                     future.exception()
         finally:
             self.pool.shutdown(wait=True)
+
+
+def is_unset(value: object) -> bool:
+    """A path setting left empty: None, "" or the string "null" (how a shell or an old config spells None)."""
+    return value in (None, "", "null")

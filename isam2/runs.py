@@ -130,3 +130,16 @@ def newest_train_checkpoint(log_dir: Path) -> Path:
         f"ckpt_path is not set and no finished train run with a checkpoint is under {log_dir / 'train'} "
         "(paths.log_dir); set ckpt_path=<run>/checkpoints/<best>.ckpt or run python -m isam2.train first"
     )
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str]:
+    """{package: installed version, or "absent"}: what a run or a store records of the code that made it."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out

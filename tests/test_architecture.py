@@ -36,6 +36,8 @@ def test_the_documented_floors_are_the_checked_floors():
 
 
 def test_the_store_reader_needs_numpy_only():
-    code = "import sys, isam2.store.reader; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    code = (
+        "import sys, isam2.store.reader; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"

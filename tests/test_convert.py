@@ -94,6 +94,5 @@ def test_bad_files_give_one_error_line(tmp_path, capsys):
     Image.fromarray(np.zeros((3, 4), np.uint8)).save(root / "pan_pred" / "vid_1" / "00000001.png")
     assert "RGB" in _error(capsys, args)
     assert "colour=" in _error(capsys, [*args, "colour=red"])
-    assert "output" in _error(
-        capsys, [f"input={root}", f"output={root / 'pan_pred'}"]
-    )  # never over its input
+    # never over its input
+    assert "output" in _error(capsys, [f"input={root}", f"output={root / 'pan_pred'}"])

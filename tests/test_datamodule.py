@@ -61,9 +61,8 @@ def test_training_batches_gather_the_right_rows(toy, resident):
     labels, feats = [], []
     for batch in loader:
         if resident:
-            assert (
-                isinstance(batch, torch.Tensor) and batch.dtype == torch.long
-            )  # indices, gathered on device
+            # indices, gathered on device
+            assert isinstance(batch, torch.Tensor) and batch.dtype == torch.long
         batch = dm.transfer_batch_to_device(batch, torch.device("cpu"), 0)
         labels.append(batch["label"]), feats.append(batch["features"])
     store = stores["train"]

@@ -132,6 +132,7 @@ def test_mask_areas_count_pixels_like_numpy():
     got = mask_areas(torch.from_numpy(masks))
     assert got.dtype == torch.int64
     np.testing.assert_array_equal(got.numpy(), masks.reshape(7, -1).sum(1))
+    # a strided view
     np.testing.assert_array_equal(
         mask_areas(torch.from_numpy(masks[:, ::2, 1::3])).numpy(), masks[:, ::2, 1::3].reshape(7, -1).sum(1)
-    )  # a strided view
+    )

@@ -94,9 +94,8 @@ def test_bad_variant_version_device():
 
 
 def test_sam2_0_configs_build():
-    bb = SAM2Backbone(
-        "hiera_t", version=2.0, image_size=64, device="cpu"
-    )  # a float, as `sam2.version=2.0` gives
+    # a float, as `sam2.version=2.0` gives
+    bb = SAM2Backbone("hiera_t", version=2.0, image_size=64, device="cpu")
     assert bb.metadata()["config"] == "configs/sam2/sam2_hiera_t.yaml" and bb.version == "2.0"
 
 

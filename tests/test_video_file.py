@@ -159,9 +159,8 @@ def test_to_display_on_synthetic_matrices():
     image = np.arange(2 * 3).reshape(2, 3)
     assert to_display(image, None) is image
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(0)), image)
-    np.testing.assert_array_equal(
-        to_display(image, rotate_tag_matrix(90)), np.rot90(image, -1)
-    )  # clockwise tag
+    # clockwise tag
+    np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(90)), np.rot90(image, -1))
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(270)), np.rot90(image, 1))
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(180)), image[::-1, ::-1])
     np.testing.assert_array_equal(to_display(image, rotate_tag_matrix(80)), np.rot90(image, -1))  # nearest

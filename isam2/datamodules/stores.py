@@ -17,9 +17,8 @@ from isam2.distributed import VideoShardSampler, rank_and_world
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.store.reader import read_rows
 
-if (
-    TYPE_CHECKING
-):  # the batch types live with the model that consumes them; data never imports model at run time
+# the batch types live with the model that consumes them; data never imports model at run time
+if TYPE_CHECKING:
     from isam2.model.batches import MaskletBatch, VideoBatch
 
 STAT_BLOCK_ROWS = 1 << 18  # rows per block when reducing statistics over a memory-mapped store

@@ -23,16 +23,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from isam2.constants import IMAGENET_MEAN, IMAGENET_STD
 from isam2.errors import ConfigError, ISAM2Error
-from isam2.files import cached_sha256
+from isam2.files import cached_sha256, is_unset
 
 SAM2_ENCODER = "sam2"
 # Settings that change only speed or where an encoder runs, never its vectors: out of its identity.
 NOT_IDENTITY = ("device", "frames_per_batch")
 # Folders an encoder reads its input from (by path: their files are not hashed).
 PATH_KEYS = ("base_predictions",)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def encoder_configs(cfg: Mapping | DictConfig) -> dict[str, dict[str, Any]]:
@@ -53,7 +52,7 @@ def encoder_configs(cfg: Mapping | DictConfig) -> dict[str, dict[str, Any]]:
 
 def weights_sha256(path: str | Path | None, setting: str) -> str:
     """sha256 of a weights file, or of a folder's weight files (name + digest, sorted); "random" for none."""
-    if path in (None, "", "null"):
+    if is_unset(path):
         return "random"
     p = Path(path).expanduser()
     if p.is_file():

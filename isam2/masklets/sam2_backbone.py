@@ -29,8 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from isam2.constants import IMAGENET_MEAN, IMAGENET_STD
 from isam2.errors import ISAM2Error
-from isam2.files import cached_sha256, load_weights
+from isam2.files import cached_sha256, is_unset, load_weights
 from isam2.logs import get_logger
 from isam2.masklets import sam2_adapter
 from isam2.masklets.pooling import pool_levels
@@ -45,8 +46,6 @@ from isam2.masklets.settings import (
 log = get_logger(__name__)
 
 FEATURES_PER_LEVEL = 256
-_MEAN = (0.485, 0.456, 0.406)
-_STD = (0.229, 0.224, 0.225)
 
 
 def config_resource(variant: str, version: str) -> str:
@@ -137,7 +136,7 @@ class SAM2Backbone:
             torch.manual_seed(0)
             model = instantiate(cfg.model, _recursive_=True)
 
-        self.checkpoint = None if checkpoint in (None, "", "null") else Path(checkpoint).expanduser()
+        self.checkpoint = None if is_unset(checkpoint) else Path(checkpoint).expanduser()
         if self.checkpoint is None:
             self.checkpoint_sha256 = "random"
             msg = (
@@ -152,8 +151,8 @@ class SAM2Backbone:
         model.requires_grad_(False)
         self.model: FrozenSAM2VideoPredictor = model
         self.encoder_calls = 0
-        self._mean = torch.tensor(_MEAN, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(_STD, device=self.device).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     # ------------------------------------------------------------------ settings
     @property

@@ -26,9 +26,8 @@ CLASS_WEIGHTINGS = {"none": 0.0, "inverse_sqrt": 0.5, "inverse": 1.0}  # weight 
 SEGMENT_DEFAULTS = {"fill": "none", "track_vote": False, "window": 32}
 FILLS = ("none", "base")
 UNTRAINED_KEY = "isam2_untrained"  # checkpoint key: why the head in it was never fitted
-SELECTION_PREFIX = (
-    "selection"  # validation logs: selection/miou etc., the split the checkpoint is selected on
-)
+# validation logs: selection/miou etc., the split the checkpoint is selected on
+SELECTION_PREFIX = "selection"
 
 
 def _plain(cfg: Any) -> Any:

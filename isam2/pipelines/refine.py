@@ -50,9 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_output_apart(out_dir, "output_dir", inputs)  # before any work: refine never writes over its input
     if cfg.masklets.source == "gt" and cfg.sam2.get("checkpoint") is None:
         log.warning(DEMO_NOTE)
-    dataset = open_split(
-        cfg.data, cfg.data.split, require_masks=False
-    )  # unlabelled videos: refined, not scored
+    # unlabelled videos: refined, not scored
+    dataset = open_split(cfg.data, cfg.data.split, require_masks=False)
     labelled = [v.id for v in dataset.videos if v.masks is not None]
     if len(labelled) < len(dataset):
         log.warning(

@@ -7,7 +7,6 @@ import platform
 import sys
 import time
 from collections.abc import Mapping
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from isam2.errors import ConfigError
 from isam2.pipelines.trainer import known_warnings_silenced
+from isam2.runs import package_versions
 
 TABLE_KEYS = ("miou", "fwiou", "mbiou", "mvc8", "mvc16")  # the paper's columns, in its order
 
@@ -26,12 +26,6 @@ def run_metadata(cfg: DictConfig, stores: dict[str, Any], **extra: Any) -> dict[
     """What produced a run: SAM2 checkpoint hash (or "random"), _C availability and versions (from the
     store manifests), the stores, this process's package versions, and `extra`."""
 
-    def version(name: str) -> str:
-        try:
-            return importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            return "absent"
-
     first = next(iter(stores.values()))
     return {
         "backbone": first.manifest.get("backbone"),
@@ -40,7 +34,7 @@ def run_metadata(cfg: DictConfig, stores: dict[str, Any], **extra: Any) -> dict[
         "seed": int(cfg.seed),
         "versions": {
             "python": platform.python_version(),
-            **{p: version(p) for p in ("isam2", "torch", "lightning", "sam2", "torchmetrics", "hydra-core")},
+            **package_versions(("isam2", "torch", "lightning", "sam2", "torchmetrics", "hydra-core")),
         },
         "argv": sys.argv,
         **extra,
@@ -150,9 +144,8 @@ def test_and_report(
     out_dir = Path(cfg.paths.output_dir)
     with known_warnings_silenced(), Stopwatch() as clock:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    if extra.get(
-        "checkpoint"
-    ):  # relative inside the run: two runs of one config write identical metrics.json
+    # relative inside the run: two runs of one config write identical metrics.json
+    if extra.get("checkpoint"):
         checkpoint = Path(extra["checkpoint"]).resolve()
         if checkpoint.is_relative_to(out_dir.resolve()):
             extra["checkpoint"] = str(checkpoint.relative_to(out_dir.resolve()))

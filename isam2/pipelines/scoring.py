@@ -66,13 +66,11 @@ class VideoScorer(pl.LightningModule):
         if errors:
             self.error = errors[0]
             return
-        with (
-            warnings.catch_warnings()
-        ):  # a rank may hold no video ("compute before update"): its zeros add nothing
+        # a rank may hold no video ("compute before update"): its zeros add nothing
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            self.result = (
-                self.metrics.compute()
-            )  # the one reduction of the metric state (all ranks take part)
+            # the one reduction of the metric state (all ranks take part)
+            self.result = self.metrics.compute()
 
 
 def score_videos(

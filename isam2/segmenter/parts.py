@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from isam2.errors import ISAM2Error
+from isam2.files import is_unset
 from isam2.logs import get_logger
 
 log = get_logger(__name__)
@@ -69,9 +70,7 @@ def load_segmenter_parts(
             "trained on cannot be rebuilt; train it again with this version"
         )
     sam2 = dict(trained["sam2"])
-    sam2.update(
-        checkpoint=None if sam2_checkpoint in (None, "", "null") else str(sam2_checkpoint), device=device
-    )
+    sam2.update(checkpoint=None if is_unset(sam2_checkpoint) else str(sam2_checkpoint), device=device)
     masklet_settings = dict(masklets or {"source": "sam2", **SAM2_DEFAULTS})
     masklet_settings["pooling"] = dict(trained["masklets"].get("pooling") or {"levels": [0]})
     configs = dict(encoders or {SAM2_ENCODER: {"name": SAM2_ENCODER}})

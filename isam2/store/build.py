@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from isam2.distributed import (
 from isam2.errors import ConfigError, ISAM2Error
 from isam2.files import write_json
 from isam2.masklets.settings import check_extraction_settings
+from isam2.runs import package_versions
 from isam2.store.coordination import (
     LOCK_NAME,
     BuildLock,
@@ -45,13 +45,7 @@ from isam2.store.writer import (
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("isam2", "torch", "sam2", "numpy", "lightning"):
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
+    return package_versions(("isam2", "torch", "sam2", "numpy", "lightning"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,9 +54,8 @@ def _backbone(sam2_json: str) -> Any:
     (building it again would re-initialise or re-load, and re-hash, the checkpoint)."""
     from hydra.utils import instantiate
 
-    return instantiate(
-        json.loads(sam2_json)
-    )  # seeded when random: every rank and rerun gets the same weights
+    # seeded when random: every rank and rerun gets the same weights
+    return instantiate(json.loads(sam2_json))
 
 
 def _build_backbone_and_source(cfg: DictConfig, path: Path) -> tuple[Any, Any]:
@@ -93,9 +86,8 @@ def ensure_store(
     """
     check_extraction_settings(cfg)
     settings = BuildSettings.from_cfg(cfg)
-    full_identity = store_identity(
-        cfg, split, split_targets(cfg, split)
-    )  # with the configured encoders, if not just [sam2]
+    # with the configured encoders, if not just [sam2]
+    full_identity = store_identity(cfg, split, split_targets(cfg, split))
     identity = masklet_identity(full_identity)
     path = store_folder(cfg.paths.store_dir, identity)
     if launch and not in_process_group() and (force or not (path / "manifest.json").is_file()):
@@ -219,9 +211,8 @@ def _ensure_in_group(
     outcome: tuple[str, ISAM2Error | None] = ("build", None)
     if rank == 0:
         try:
-            dataset = open_split(
-                cfg.data, split, require_masks=False
-            )  # first on rank 0: it may generate the synthetic set
+            # first on rank 0: it may generate the synthetic set
+            dataset = open_split(cfg.data, split, require_masks=False)
             video_ids = [v.id for v in dataset.videos]
             for video_id in video_ids:  # every id must name a file, before the first video is extracted
                 check_video_id(video_id, getattr(dataset, "split_source", dataset.root / f"{split}.txt"))

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from isam2.errors import ISAM2Error
-from isam2.files import cached_sha256
+from isam2.files import cached_sha256, is_unset
 
 # Settings that change only speed, memory or where SAM2 runs, never what the store holds (beyond floating
 # point): they stay out of the config hash, so changing them never re-extracts; the manifest records them.
@@ -38,7 +38,7 @@ ENCODERS_PART = "encoders"
 
 def checkpoint_sha256(checkpoint: str | os.PathLike | None) -> str:
     """sha256 of a checkpoint file's bytes, or "random" for random weights (checkpoint=null)."""
-    if checkpoint in (None, "", "null"):
+    if is_unset(checkpoint):
         return "random"
     path = Path(checkpoint).expanduser()
     if not path.is_file():
