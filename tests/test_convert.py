@@ -47,14 +47,15 @@ def _hand_made(root):
     return expected
 
 
-def test_converts_ids_categories_and_unlabelled(tmp_path, capsys):
+def test_converts_ids_categories_and_unlabelled(tmp_path, caplog):
+    caplog.set_level("INFO")
     expected = _hand_made(tmp_path / "dvis")
     main([f"input={tmp_path / 'dvis'}", f"output={tmp_path / 'out'}"])
     got = np.asarray(Image.open(tmp_path / "out" / "vid_1" / "00000001.png"))
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "vid_1" / "00000002.png")), 3)
-    assert "wrote 2 semantic PNGs of 1 videos" in capsys.readouterr().out
+    assert "wrote 2 semantic PNGs of 1 videos" in caplog.text
     main([f"input={tmp_path / 'dvis'}", f"output={tmp_path / 'one'}", "category_offset=1"])  # 1-based ids
     np.testing.assert_array_equal(
         np.asarray(Image.open(tmp_path / "one" / "vid_1" / "00000001.png")),

@@ -92,7 +92,7 @@ def test_defaults_agree_on_the_built_in_data():
     assert vspw["refine"].base_pred_dir is None  # the user supplies VSPW base predictions
 
 
-def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path, capsys):
+def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path, caplog):
     from isam2.runs import newest_train_checkpoint
 
     with pytest.raises(ISAM2Error, match="no finished train run with a checkpoint"):
@@ -104,9 +104,10 @@ def test_evaluate_without_ckpt_path_takes_the_newest_finished_train_run(tmp_path
         if name != "unfinished":
             (run / "metrics.json").write_text(json.dumps({"checkpoint": "checkpoints/best.ckpt"}))
             os.utime(run / "metrics.json", (1e9 - age, 1e9 - age))
-    got = newest_train_checkpoint(tmp_path)
+    with caplog.at_level("INFO"):
+        got = newest_train_checkpoint(tmp_path)
     assert got == tmp_path / "train" / "runs" / "newest" / "checkpoints" / "best.ckpt"
-    assert str(got) in capsys.readouterr().out
+    assert str(got) in caplog.text
 
 
 def test_main_returns_the_optimized_metric():

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import isam2.store.build as build
+import isam2.store.build as store_build
 import isam2.store.extraction as extraction
 from isam2.data.streams import as_chunks
 from isam2.masklets.generator import FrameMasklets
@@ -106,10 +106,12 @@ class FakeSource:
 
 
 def fake_build(source: FakeSource):
-    """A stand-in for `build._build_backbone_and_source`: records a fake backbone, returns `source`."""
+    """A stand-in for `store_build._build_backbone_and_source`: records a fake backbone, returns `source`."""
 
     def build(cfg, path):
-        build.write_json(path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3})
+        store_build.write_json(
+            path / "backbone.json", {"metadata": {"checkpoint": "random"}, "feature_dim": 3}
+        )
         return None, source
 
     return build
@@ -118,7 +120,7 @@ def fake_build(source: FakeSource):
 @pytest.fixture
 def fake_source(monkeypatch):
     source = FakeSource()
-    monkeypatch.setattr(build, "_build_backbone_and_source", fake_build(source))
+    monkeypatch.setattr(store_build, "_build_backbone_and_source", fake_build(source))
     return source
 
 
@@ -217,7 +219,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_build(tmp_path, fake_source
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
     assert not (path / "manifest.json").exists()
-    assert build.done_videos(path) == {calls[0]}
+    assert store_build.done_videos(path) == {calls[0]}
     monkeypatch.setattr(extraction, "write_video_shard", real_write)
     before = fake_source.videos_done
     resumed = ensure_store(cfg, "val")
@@ -325,7 +327,7 @@ def test_a_decode_error_in_the_prefetch_thread_stops_with_the_file_named(tmp_pat
     with pytest.raises(DataError, match=str(broken)):
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
-    assert build.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
+    assert store_build.done_videos(path) == {videos[0].id, videos[1].id}  # earlier shards were written
     assert not (path / "manifest.json").exists()
 
 
@@ -382,13 +384,13 @@ def test_extraction_refuses_a_non_finite_row_naming_the_video_and_frame(tmp_path
     from isam2.errors import ISAM2Error
 
     source = PoisonedSource(array, value)  # 1e6 is finite in fp32 and infinite in the store's fp16
-    monkeypatch.setattr(build, "_build_backbone_and_source", fake_build(source))
+    monkeypatch.setattr(store_build, "_build_backbone_and_source", fake_build(source))
     cfg = make_cfg(tmp_path)
     videos = [v.id for v in open_split(cfg.data, "val").videos]
     with pytest.raises(ISAM2Error, match=rf"video '{videos[1]}' frame 1: masklet \w+ not finite"):
         ensure_store(cfg, "val")
     path = store_folder(cfg.paths.store_dir, store_identity(cfg, "val"))
-    assert build.done_videos(path) == {videos[0]}  # nothing of the poisoned video was written
+    assert store_build.done_videos(path) == {videos[0]}  # nothing of the poisoned video was written
 
 
 def write_two_row_store(path: Path, features: np.ndarray) -> MaskletStore:
@@ -443,13 +445,13 @@ def test_a_non_finite_row_written_into_a_store_afterwards_raises_on_read_naming_
 
 
 @pytest.mark.parametrize("shard", ["videos", "idmaps"])
-def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, monkeypatch, capfd, shard):
+def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, monkeypatch, caplog, shard):
     whole = ensure_store(make_cfg(tmp_path, "whole"), "val")
     cfg = make_cfg(tmp_path, "broken")
     real_write = extraction.write_video_shard
 
     def stop_before_the_third(path, video_id, shard_):
-        if len(build.done_videos(path)) == 2:
+        if len(store_build.done_videos(path)) == 2:
             raise KeyboardInterrupt
         real_write(path, video_id, shard_)
 
@@ -464,11 +466,11 @@ def test_a_shard_failing_its_checksum_is_extracted_again(tmp_path, fake_source, 
     before = fake_source.videos_done
     resumed = ensure_store(cfg, "val")
     assert fake_source.videos_done - before == 2  # the truncated video and the one never written
-    assert f"video '{first}' is extracted again: {file} does not match its sha256" in capfd.readouterr().err
+    assert f"video '{first}' is extracted again: {file} does not match its sha256" in caplog.text
     assert_same_store(resumed, whole)
 
 
-def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(tmp_path, fake_source, capfd):
+def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(tmp_path, fake_source, caplog):
     import subprocess
     import sys
 
@@ -492,7 +494,7 @@ def test_a_lock_of_a_gone_process_is_removed_and_a_live_or_foreign_one_refuses(t
     for holder in ({"host": HOST, "pid": gone.pid}, reused):
         lock.write_text(json.dumps(holder))
         ensure_store(cfg, "val", force=True)
-        assert f"removed the stale lock {lock} of pid {holder['pid']}" in capfd.readouterr().err
+        assert f"removed the stale lock {lock} of pid {holder['pid']}" in caplog.text
         assert not lock.exists()  # released after the build
 
 
@@ -575,13 +577,13 @@ def test_only_the_extract_entry_point_launches_ranks(tmp_path, fake_source, monk
     store = ensure_store(cfg, "val")
     assert launched == [] and fake_source.videos_done == len(store.videos())
     # python -m isam2.extract (launch=True) launches the ranks cfg.trainer asks for
-    build.ensure_store(cfg, "val", force=True, launch=True)
+    store_build.ensure_store(cfg, "val", force=True, launch=True)
     assert launched == [2]
 
 
 def test_bad_store_build_settings_and_an_unwritable_lock_are_named(tmp_path, monkeypatch):
     from isam2.errors import ConfigError, ISAM2Error
-    from isam2.masklets import coordination
+    from isam2.store import coordination
 
     for bad in ({"lock_wait_seconds": -1}, {"lock_wait": 5}, {"heartbeat_seconds": 400}):
         with pytest.raises(ConfigError, match=r"store_build\.(lock_wait|heartbeat)"):

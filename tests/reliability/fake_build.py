@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import isam2.store.build as build
+import isam2.store.build as store_build
 from isam2.errors import user_errors_exit
+from isam2.logs import console_logging
 from tests.reliability.faults import install_from_env
 from tests.test_store import FakeSource, fake_build, make_cfg
 
@@ -36,15 +37,17 @@ class SlowSource(FakeSource):
 def main() -> None:
     tmp, store_dir, *overrides = sys.argv[1:]
     install_from_env()
+    # as a command line without Hydra: isam2's messages on stderr
+    console_logging()
     seconds = float(os.environ.get("ISAM2_FAKE_FRAME_SECONDS", "0"))
-    build._build_backbone_and_source = fake_build(SlowSource(seconds))
+    store_build._build_backbone_and_source = fake_build(SlowSource(seconds))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 
         dist.init_process_group("gloo")  # env://: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     cfg = make_cfg(Path(tmp), store_dir, *overrides)
     print("building", flush=True)
-    store = build.ensure_store(cfg, "val", progress=False)
+    store = store_build.ensure_store(cfg, "val", progress=False)
     print(f"store: {store.path}", flush=True)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import isam2.store.build as build
+import isam2.store.build as store_build
 from isam2.store.build import ensure_store
 from isam2.store.reader import MaskletStore
 from isam2.store.writer import done_videos
@@ -150,7 +150,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, MaskletStore, int]:
     written = []
     real = files._open_for_write
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(build, "_build_backbone_and_source", fake_build(FakeSource()))
+        patch.setattr(store_build, "_build_backbone_and_source", fake_build(FakeSource()))
         patch.setattr(files, "_open_for_write", lambda path: written.append(path) or real(path))
         store = ensure_store(make_cfg(tmp, "whole", *QUIET_HEARTBEAT), "val")
     return tmp, store, sum(str(p).startswith(str(tmp / "whole")) for p in written)
@@ -158,7 +158,7 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, MaskletStore, int]:
 
 def resume(tmp: Path, store_dir: str, monkeypatch) -> MaskletStore:
     """Finish a killed build in this process (the fake source again)."""
-    monkeypatch.setattr(build, "_build_backbone_and_source", fake_build(FakeSource()))
+    monkeypatch.setattr(store_build, "_build_backbone_and_source", fake_build(FakeSource()))
     return ensure_store(make_cfg(tmp, store_dir), "val")
 
 
