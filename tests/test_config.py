@@ -68,7 +68,7 @@ def test_experiments_cover_the_paper_rows_and_say_honestly_which():
 
 def test_default_train_config_is_the_demo_and_instantiates():
     cfg = _compose("train", ["paths.output_dir=/tmp/x"])
-    assert cfg.data.name == "synthetic" and cfg.sam2.image_size == 256 and cfg.masklets.source == "gt"
+    assert cfg.data.name == "synthetic" and cfg.sam2.image_size == 128 and cfg.masklets.source == "gt"
     assert (
         cfg.sam2.checkpoint is None and "wandb" in cfg.logger and cfg.trainer.use_distributed_sampler is False
     )
