@@ -229,3 +229,17 @@ def test_streaming_misuse_raises_a_clear_error():
         m.update(p, g[:, :5])  # a refused whole video leaves none open
     m.update(p, g)
     assert m.compute()["num_videos"] == 1
+
+
+def test_compute_matches_the_metrics_json_schema_and_the_checker_catches_drift():
+    from isam2.metrics.results import MethodScores, schema_problems
+
+    metrics = VideoSegmentationMetrics(num_classes=124, vc_lengths=(8, 16, 32))
+    for pred, gt in random_videos(lengths=(5, 40)):
+        metrics.update(pred, gt)
+    scores = metrics.compute()
+    assert schema_problems(scores, MethodScores) == []  # mvc32 too: any configured length is declared
+    assert schema_problems({k: v for k, v in scores.items() if k != "miou"}, MethodScores) == [
+        "missing key 'miou'"
+    ]
+    assert schema_problems({**scores, "mIoU": 0.5}, MethodScores) == ["undeclared key 'mIoU'"]

@@ -9,6 +9,7 @@ from PIL import Image
 
 from isam2.data.datasets import VSPW, VIPSeg
 from isam2.data.synthetic import SyntheticConfig, generate
+from isam2.metrics.results import MethodScores, RefineResults, SpeedRecord, schema_problems
 from isam2.store.reader import MaskletStore
 from tests.noisy import write_noisy_base
 from tests.test_segment import _refine_brute_force
@@ -37,6 +38,8 @@ def _run(tmp, root, base_dir, *extra, check=True):
 def test_refiner_improves_a_noisy_base(refined):
     tmp, root, _ = refined
     m = json.loads((tmp / "out" / "metrics.json").read_text())
+    assert schema_problems(m, RefineResults) == [] and schema_problems(m["speed"], SpeedRecord) == []
+    assert schema_problems(m["base"], MethodScores) == [] == schema_problems(m["refined"], MethodScores)
     assert m["refined"]["miou"] > m["base"]["miou"]
     assert m["refined"]["mbiou"] > m["base"]["mbiou"]
     (store_path,) = [p.parent for p in (tmp / "stores").rglob("manifest.json")]

@@ -8,6 +8,7 @@ import pytest
 
 from isam2.data.datasets import VSPW
 from isam2.data.predictions import prediction_path, read_prediction, write_prediction
+from isam2.metrics.results import ScoreResults, schema_problems
 from tests.test_metrics_video import KEYS, load_baseline
 from tests.train_helpers import run_cli
 
@@ -92,6 +93,7 @@ def test_protocol_options(scored_set):
     res = run_score(scored_set, "metrics.miou_classes=union", "metrics.vc_protocol=paper", run="paper")
     assert res.returncode == 0, res.stderr
     out = json.loads((scored_set / "paper" / "metrics.json").read_text())
+    assert schema_problems(out, ScoreResults) == []
     ref = reference(scored_set, "union", "paper")
     assert all(abs(out[k] - ref[k]) <= 1e-9 for k in KEYS)
     assert out["protocol"]["miou_classes"] == "union" and out["protocol"]["vc_protocol"] == "paper"

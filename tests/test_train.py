@@ -16,6 +16,7 @@ from PIL import Image
 
 from isam2.data.datasets import VSPW
 from isam2.errors import ISAM2Error
+from isam2.metrics.results import MethodScores, SelectionRecord, SpeedRecord, TestResults, schema_problems
 from tests.reliability.harness import assert_refused, temp_files
 
 from .train_helpers import (
@@ -63,6 +64,11 @@ def test_run_directory_holds_config_metrics_checkpoints_predictions_metadata(str
     assert (run / ".hydra" / "config.yaml").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
+    assert (
+        schema_problems(metrics, TestResults) == []
+        and schema_problems(metrics["selection"], SelectionRecord) == []
+    )
+    assert all(schema_problems(m, MethodScores) == [] for m in metrics["methods"].values())
     assert "mIoU" in proc.stdout and f"{metrics['miou'] * 100:.1f}" in proc.stdout  # the paper-style table
     test = VSPW(shared / "data", "test")
     assert metrics["num_videos"] == len(test) and metrics["num_frames"] == test.num_frames
@@ -266,6 +272,7 @@ def test_evaluate_reproduces_the_test_stage(straight_run, shared, tmp_path):
         "isam2.evaluate", [*_eval_overrides(tmp_path, shared), "data.split=test", f"ckpt_path={ckpt}"]
     )
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert schema_problems(again, TestResults) == [] and schema_problems(again["speed"], SpeedRecord) == []
     assert again.pop("checkpoint") == str(ckpt)
     assert set(again.pop("speed")) >= {"fps", "frames", "seconds", "masklets_per_frame"}  # evaluate's own
     assert metrics.pop("selection")["mode"] == "held_out"  # train's own: how its checkpoint was selected

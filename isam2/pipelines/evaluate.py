@@ -47,10 +47,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule = build_datamodule(cfg, stores, datasets)
     trainer = build_trainer(cfg, [*instantiate_all(cfg.get("callbacks")), *stage_callbacks(cfg)])
-    extra: dict[str, Any] = {"feature_mismatch": mismatch} if mismatch else {}
-    if checkpoint.get(UNTRAINED_KEY):
-        extra["note"] = f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}"
-        log.warning(extra["note"])
+    note = f"checkpoint {ckpt}: {checkpoint[UNTRAINED_KEY]}" if checkpoint.get(UNTRAINED_KEY) else None
+    if note:
+        log.warning(note)
     results = test_and_report(
         cfg,
         trainer,
@@ -61,7 +60,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         timed=True,
         checkpoint=str(ckpt),
         trained=not checkpoint.get(UNTRAINED_KEY),
-        **extra,
+        note=note,
+        feature_mismatch=mismatch,
     )
     metrics = flat_metrics("test", results)
     return {

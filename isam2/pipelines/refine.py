@@ -13,6 +13,7 @@ from tqdm import tqdm
 from isam2.errors import ConfigError
 from isam2.files import check_output_apart, write_json
 from isam2.logs import get_logger
+from isam2.metrics.results import RefineResults
 from isam2.pipelines.inputs import DEMO_NOTE, dataset_record
 from isam2.pipelines.report import Stopwatch, flat_metrics, report, speed_line, speed_record
 
@@ -87,16 +88,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 metrics["refined"].update(refined, gt)
     if not labelled:
         return _unscored(cfg, dataset, clock.seconds, len(store), vote, out_dir)
-    results: dict[str, Any] = {name: m.compute() for name, m in metrics.items()}
-    results["scored_videos"] = len(labelled)
-    measured = REFINE_MEASURED
-    results["speed"] = speed_record(dataset.num_frames, clock.seconds, len(store), measured)
-    results["vote"] = vote
-    results["dataset"] = dataset_record(dataset)
-    results["mvc_videos"] = mvc_videos(
-        [len(v) for v in dataset if v.masks is not None], cfg.metrics.vc_lengths, str(cfg.metrics.vc_protocol)
-    )
-    results["paper"] = {name: paper_columns(results[name]) for name in ("base", "refined")}
+    scores = {name: m.compute() for name, m in metrics.items()}
+    results: RefineResults = {
+        "base": scores["base"],
+        "refined": scores["refined"],
+        "scored_videos": len(labelled),
+        "speed": speed_record(dataset.num_frames, clock.seconds, len(store), REFINE_MEASURED),
+        "vote": vote,
+        "dataset": dataset_record(dataset),
+        "mvc_videos": mvc_videos(
+            [len(v) for v in dataset if v.masks is not None],
+            cfg.metrics.vc_lengths,
+            str(cfg.metrics.vc_protocol),
+        ),
+        "paper": {name: paper_columns(score) for name, score in scores.items()},
+    }
     for path in {Path(cfg.paths.output_dir) / "metrics.json", out_dir / "metrics.json"}:
         write_json(path, results)
     table = format_table(
@@ -117,7 +123,7 @@ REFINE_MEASURED = "refine loop: reading base and GT PNGs, Eq. 1-2, writing, scor
 
 def _unscored(cfg: DictConfig, dataset: Any, seconds: float, masklets: int, vote: str, out_dir: Path) -> dict:
     """A split without ground truth: the refined maps are written; metrics.json holds no scores."""
-    results: dict[str, Any] = {
+    results: RefineResults = {
         "base": None,
         "refined": None,
         "scored_videos": 0,

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from isam2.errors import ConfigError
+from isam2.metrics.results import SelectionRecord, SpeedRecord, TestResults
 from isam2.pipelines.trainer import known_warnings_silenced
 from isam2.runs import package_versions
 
@@ -100,7 +101,7 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self.start
 
 
-def speed_record(frames: int, seconds: float, masklets: int, measured: str) -> dict[str, Any]:
+def speed_record(frames: int, seconds: float, masklets: int, measured: str) -> SpeedRecord:
     """metrics.json "speed": frames per second over `measured` (what the clock covered) and masklets per frame
     of the store the frames came from."""
     return {
@@ -129,28 +130,43 @@ def test_and_report(
     datamodule: Any,
     stores: dict[str, Any],
     class_names: list[str],
+    *,
+    checkpoint: str | None,
+    trained: bool,
     ckpt_path: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     timed: bool = False,
-    **extra: Any,
-) -> dict[str, Any]:
+    selection: SelectionRecord | None = None,
+    note: str | None = None,
+    feature_mismatch: list[str] | None = None,
+) -> TestResults:
     """Train's test stage, shared by evaluate: paint and score the test split (DDP-exact; the trainer's
-    PredictionWriter writes the PNGs), then on rank zero metrics.json, metadata.json and the paper-style table.
-    With `timed`, metrics.json has "speed" over the test loop (store building excluded). Returns the
-    metrics.json dict (on every rank)."""
+    PredictionWriter writes the PNGs), then on rank zero metrics.json (`TestResults`), metadata.json and the
+    paper-style table. `ckpt_path` is the checkpoint Lightning restores (None: the model as it is),
+    `checkpoint` the one metrics.json names. With `timed`, metrics.json has "speed" over the test loop (store
+    building excluded). Returns the metrics.json dict (on every rank)."""
     from isam2.metrics import format_table
     from isam2.metrics.report import paper_columns
 
     out_dir = Path(cfg.paths.output_dir)
     with known_warnings_silenced(), Stopwatch() as clock:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    # relative inside the run: two runs of one config write identical metrics.json
-    if extra.get("checkpoint"):
-        checkpoint = Path(extra["checkpoint"]).resolve()
-        if checkpoint.is_relative_to(out_dir.resolve()):
-            extra["checkpoint"] = str(checkpoint.relative_to(out_dir.resolve()))
-    results = {**(model.test_results or {}), **extra}
-    results["paper"] = {name: paper_columns(method) for name, method in results["methods"].items()}
+    if checkpoint and Path(checkpoint).resolve().is_relative_to(out_dir.resolve()):
+        # relative inside the run: two runs of one config write identical metrics.json
+        checkpoint = str(Path(checkpoint).resolve().relative_to(out_dir.resolve()))
+    tested = model.test_results
+    results: TestResults = {
+        **tested,
+        "paper": {name: paper_columns(method) for name, method in tested["methods"].items()},
+        "checkpoint": checkpoint,
+        "trained": trained,
+    }
+    if selection is not None:
+        results["selection"] = selection
+    if note:
+        results["note"] = note
+    if feature_mismatch:
+        results["feature_mismatch"] = feature_mismatch
     if timed:
         store = stores["test"]
         frames = sum(store.num_frames(v) for v in store.videos())
@@ -170,6 +186,5 @@ def test_and_report(
         report("\n".join([*lines, f"run directory: {out_dir}"]))
         from isam2.callbacks.wandb_media import log_run_artifacts
 
-        checkpoint = extra.get("checkpoint")
         log_run_artifacts(trainer.loggers, checkpoint and out_dir / checkpoint, out_dir / "metrics.json")
     return results

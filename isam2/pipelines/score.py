@@ -58,6 +58,7 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     from isam2.files import write_json
     from isam2.metrics import VideoSegmentationMetrics, format_table
     from isam2.metrics.report import mvc_videos, mvc_videos_note, paper_columns
+    from isam2.metrics.results import ScoreResults
     from isam2.pipelines.scoring import score_videos
 
     if cfg.pred_dir is None or str(cfg.pred_dir) == "":
@@ -71,13 +72,14 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
     metrics = VideoSegmentationMetrics(num_classes=int(cfg.data.num_classes), **cfg.metrics)
     trainer = make_trainer(cfg.trainer)
     with known_warnings_silenced():
-        result = score_videos(
+        scores = score_videos(
             trainer, dataset.videos, pred_dir, metrics, num_workers=int(cfg.get("num_workers", 0))
         )
     if not trainer.is_global_zero:
-        return {"metrics": {}, "results": result, "run_dir": str(cfg.paths.output_dir)}
+        return {"metrics": {}, "results": scores, "run_dir": str(cfg.paths.output_dir)}
 
-    result |= {
+    result: ScoreResults = {
+        **scores,
         "dataset": str(cfg.data.name),
         "split": str(cfg.data.split),
         "pred_dir": str(pred_dir.resolve()),
@@ -85,8 +87,8 @@ def _score(cfg: DictConfig) -> dict[str, Any]:
         "mvc_videos": mvc_videos(
             [len(v) for v in dataset], cfg.metrics.vc_lengths, str(cfg.metrics.vc_protocol)
         ),
+        "paper": paper_columns(scores),
     }
-    result["paper"] = paper_columns(result)
     if result["num_invalid_pred"]:
         log.warning(
             "%d prediction pixels hold values outside [0, %d) other than 255; they count as misses",

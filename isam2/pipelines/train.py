@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         datamodule,
         stores,
         class_names,
-        best or None,
+        ckpt_path=best or None,
         metadata={"selection": selection},
         checkpoint=best or None,
         trained=True,
