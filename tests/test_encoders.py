@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from isam2.encoders.base import encoder_identity
+from isam2.encoders.base import build_encoder, encoder_identity
 from isam2.encoders.dinov2 import Dinov2Encoder
 from isam2.encoders.histogram import BaseHistogramEncoder
 from isam2.encoders.segformer import SegformerEncoder, convert_mmseg_mit, mit_config
@@ -127,7 +127,8 @@ def brute_force_eq3(maps: torch.Tensor, stride: int, id_map: np.ndarray, rows: r
 
 def test_encoder_pass_equals_brute_force_eq3(tmp_path):
     dataset = tiny_dataset(tmp_path / "data", "val")
-    store = toy_store(tmp_path / "store", dataset)  # no SAM2 anywhere: the pass needs only id maps and frames
+    # no SAM2 anywhere: the pass needs only id maps and frames; every third frame has no masklet
+    store = toy_store(tmp_path / "store", dataset, skip=lambda _, t: t % 3 == 1)
     settings = {
         "name": "module",
         "_target_": "isam2.encoders.torch_module.ModuleEncoder",
@@ -139,7 +140,11 @@ def test_encoder_pass_equals_brute_force_eq3(tmp_path):
         "frames_per_batch": 3,
     }
     identity = encoder_identity(settings)
-    add_encoder_features(store, settings, identity, dataset.videos, progress=False)
+    encoder = build_encoder(settings)
+    add_encoder_features(store, settings, identity, dataset.videos, progress=False, encoder=encoder)
+    # a frame without masklets has nothing to pool, so it is not encoded
+    with_masklets = sum(len(np.unique(store.frame[store.rows(v.id)])) for v in dataset.videos)
+    assert encoder.calls == with_masklets < sum(len(v) for v in dataset.videos)
     base_dir = write_noisy_base(dataset, tmp_path / "base")
     hist_settings = {
         "name": "base_histogram",

@@ -45,6 +45,17 @@ def _entry(name: str) -> str:
     return commands[-1] if commands else "train"
 
 
+def _uses_segformer(name: str) -> bool:
+    """Whether the preset, or a preset it extends, sets `encoder: segformer`."""
+    defaults = yaml.safe_load((PAPER / f"{name}.yaml").read_text()).get("defaults", [])
+    for entry in defaults:
+        if entry == {"override /encoder": "segformer"}:
+            return True
+        if isinstance(entry, str) and entry.startswith("/experiment/paper/"):
+            return _uses_segformer(entry.rsplit("/", 1)[1])
+    return False
+
+
 def _experiment(entry: str, name: str) -> str:
     """`experiment=` where the entry's config has an experiment slot, else `+experiment=` (appended)."""
     defaults = yaml.safe_load((CONF / f"{entry}.yaml").read_text()).get("defaults", [])
@@ -168,7 +179,7 @@ def train_runs(shared, refiner_runs):
         "callbacks.rich_progress_bar=null",
         "figures=false",
     ]
-    mit = [n for n in names if "override /encoder: segformer" in (PAPER / f"{n}.yaml").read_text()]
+    mit = [n for n in names if _uses_segformer(n)]
     # ++ because a multirun composes its shared config without the swept experiment, where encoder.segformer
     # does not exist yet.
     groups = {

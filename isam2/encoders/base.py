@@ -159,7 +159,7 @@ class FrameEncoder(Encoder):
         self.frames_per_batch = int(frames_per_batch)
         self._mean = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
         self._std = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1).to(self.device)
-        self.calls = 0  # frames encoded (tests check that every frame is encoded once)
+        self.calls = 0  # frames encoded
 
     def freeze(self, net: torch.nn.Module) -> torch.nn.Module:
         net = net.to(self.device).eval()

@@ -32,13 +32,13 @@ def video_vectors(encoder: Encoder, store: MaskletStore, video: Any, frames: np.
     frame_of_row = np.asarray(store.frame[rows]).astype(np.int64)
     first = np.searchsorted(frame_of_row, np.arange(len(frames) + 1))  # rows of frame t: first[t]:first[t+1]
     out = np.zeros((rows.stop - rows.start, encoder.width), np.float32)
-    for start in range(0, len(frames), encoder.frames_per_batch):
-        indices = list(range(start, min(len(frames), start + encoder.frames_per_batch)))
-        maps = encoder.maps(frames[indices[0] : indices[-1] + 1], video, indices)
+    # a frame without masklets has nothing to pool: it is not encoded
+    pooled = [t for t in range(len(frames)) if first[t + 1] > first[t]]
+    for start in range(0, len(pooled), encoder.frames_per_batch):
+        indices = pooled[start : start + encoder.frames_per_batch]
+        maps = encoder.maps(frames[indices], video, indices)
         for b, t in enumerate(indices):
             n = int(first[t + 1] - first[t])
-            if n == 0:
-                continue
             # the frame's rows from 0; pixels of no masklet (-1 globally) stay negative
             ids = torch.from_numpy(store.id_map(video.id, t) - rows.start - first[t]).to(encoder.device)
             ids = torch.where((ids >= 0) & (ids < n), ids, torch.full_like(ids, -1))
