@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ from isam2.data.synthetic import SyntheticConfig, generate
 from isam2.store.build import ensure_store
 from isam2.store.format import ROW_DTYPES
 from isam2.store.reader import MaskletStore
+from tests.train_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -41,16 +39,8 @@ def run_extract(
         "progress=false",
         *overrides,
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "isam2.extract", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # in this process, but a process per rank where the overrides ask for several
+    proc = run_cli("isam2.extract", args)
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("store: ")
     path = Path(lines[-1].removeprefix("store: "))
