@@ -5,6 +5,15 @@ Tests that change its `pooling_levels` must restore them (use the `tiny_backbone
 
 from __future__ import annotations
 
+import os
+
+# Each pytest-xdist worker gets its share of the cores, before torch starts its OpenMP pool: otherwise every
+# worker, and every process a test starts (they inherit the variable), runs one thread per core of the machine,
+# and the threads of two workers spin against each other. Set OMP_NUM_THREADS yourself to override.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _share)))
+
 import contextlib
 from pathlib import Path
 
