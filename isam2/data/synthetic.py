@@ -74,11 +74,12 @@ class SyntheticConfig:
     jpeg_quality: int = 92
 
 
-def _texture(kind: str, colour, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """RGB float texture evaluated at (possibly shifted) pixel coordinates."""
+def _texture(kind: str, colour, yy: np.ndarray, xx: np.ndarray, y_extent: float) -> np.ndarray:
+    """RGB float texture at (possibly shifted) pixel coordinates, of any shape: only the pixels that show it are
+    evaluated. `y_extent`, the largest y of the whole frame's coordinates, spans the gradient."""
     c = np.asarray(colour, np.float32)
     if kind == "gradient":
-        f = 0.75 + 0.5 * (yy / max(yy.max(), 1))
+        f = 0.75 + 0.5 * (yy / max(y_extent, 1))
     elif kind == "noise":
         f = 0.8 + 0.4 * ((np.sin(xx * 0.9) * np.cos(yy * 1.3) + np.sin((xx + yy) * 0.37)) * 0.25 + 0.5)
     elif kind == "stripes":
@@ -121,9 +122,9 @@ def _video(rng: np.random.Generator, n_frames: int, h: int, w: int) -> tuple[np.
     for t in range(n_frames):
         sy, sx = yy + pan[0] * t, xx + pan[1] * t
         sky = sy < horizon + amp * np.sin(sx * freq + phase)
-        img = np.where(
-            sky[..., None], _texture(top[3], top[2], sy, sx, rng), _texture(bottom[3], bottom[2], sy, sx, rng)
-        )
+        img = np.empty((h, w, 3), np.float32)
+        for region, (_, _, colour, tex) in ((sky, top), (~sky, bottom)):
+            img[region] = _texture(tex, colour, sy[region], sx[region], sy.max())
         lab = np.where(sky, top[1], bottom[1]).astype(np.uint8)
         others = (yy - oy) ** 2 + (xx - ox) ** 2 < orad**2
         img[others] = OTHERS_COLOUR
@@ -132,7 +133,7 @@ def _video(rng: np.random.Generator, n_frames: int, h: int, w: int) -> tuple[np.
             cy, cx = pos + vel * t
             dy, dx = (yy - cy) / size, (xx - cx) / (size * aspect)
             inside = (dy**2 + dx**2 < 1) if shape == "ellipse" else (np.abs(dy) < 0.8) & (np.abs(dx) < 0.8)
-            img = np.where(inside[..., None], _texture(tex, colour, yy - cy, xx - cx, rng), img)
+            img[inside] = _texture(tex, colour, yy[inside] - cy, xx[inside] - cx, (h - 1) - cy)
             lab[inside] = raw
         void = (yy >= vy) & (yy < vy + 12) & (xx >= vx) & (xx < vx + 30)
         lab[void] = 255
