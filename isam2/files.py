@@ -40,11 +40,15 @@ def _temporary(path: Path, pid: int | str) -> Path:
     return path.with_name(f".{path.name}.tmp{pid}")
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | os.PathLike, pattern: str = "*", recursive: bool = False
+) -> list[Path]:
     """Remove the temporary files that writers of `atomic_file` killed mid-write (SIGKILL, power loss) left in
-    `folder`: those of files matching `pattern`, written by a process other than this one. Returns them."""
+    `folder` (and its subfolders with `recursive`): those of files matching `pattern`, written by a process
+    other than this one. Returns them."""
     stale = []
-    for tmp in Path(folder).glob(_temporary(Path(pattern), "*").name):
+    name = _temporary(Path(pattern), "*").name
+    for tmp in Path(folder).rglob(name) if recursive else Path(folder).glob(name):
         pid = tmp.name.rsplit(".tmp", 1)[1]
         if pid.isdigit() and int(pid) != os.getpid():
             tmp.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from isam2.errors import ISAM2Error
-from isam2.files import atomic_file, sha256_file, write_json
+from isam2.files import atomic_file, remove_stale_temporaries, sha256_file, write_json
 from isam2.logs import get_logger
 from isam2.store.format import (
     ENCODER_RECORD,
@@ -203,12 +203,6 @@ def write_video_shard(path: Path, video_id: str, shard: VideoShard) -> None:
     write_json(Path(path) / "videos" / f"{video_id}.json", record)
 
 
-def remove_temp_files(path: Path) -> None:
-    """Delete temporary files that a killed writer left behind."""
-    for tmp in Path(path).rglob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
-
-
 def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], feature_dim: int) -> None:
     """Concatenate the row shards of `video_ids` (in this order) into contiguous .npy arrays, write
     manifest.json last (with the videos, N and dim added), then drop the row shards."""
@@ -269,7 +263,7 @@ def finalize_store(path: Path, video_ids: list[str], manifest: dict[str, Any], f
         {**manifest, "format": FORMAT_VERSION, "videos": videos, "num_rows": total, "dim": feature_dim},
     )
     shutil.rmtree(path / "videos", ignore_errors=True)
-    remove_temp_files(path)
+    remove_stale_temporaries(path, recursive=True)
 
 
 def prepare_folder(path: Path, identity: dict[str, Any], force: bool, keep: tuple[str, ...] = ()) -> None:
@@ -289,7 +283,7 @@ def prepare_folder(path: Path, identity: dict[str, Any], force: bool, keep: tupl
     if found is not None and found != expected:
         raise StoreMismatchError(_mismatch_message(path, found, expected))
     path.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(path)
+    remove_stale_temporaries(path, recursive=True)
     if found is None:
         write_json(path / "identity.json", {"config_hash": expected, "identity": identity})
 
