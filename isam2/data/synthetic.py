@@ -123,8 +123,9 @@ def _video(rng: np.random.Generator, n_frames: int, h: int, w: int) -> tuple[np.
         sy, sx = yy + pan[0] * t, xx + pan[1] * t
         sky = sy < horizon + amp * np.sin(sx * freq + phase)
         img = np.empty((h, w, 3), np.float32)
+        y_extent = sy.max()
         for region, (_, _, colour, tex) in ((sky, top), (~sky, bottom)):
-            img[region] = _texture(tex, colour, sy[region], sx[region], sy.max())
+            img[region] = _texture(tex, colour, sy[region], sx[region], y_extent)
         lab = np.where(sky, top[1], bottom[1]).astype(np.uint8)
         others = (yy - oy) ** 2 + (xx - ox) ** 2 < orad**2
         img[others] = OTHERS_COLOUR

@@ -151,9 +151,9 @@ def test_and_report(
     out_dir = Path(cfg.paths.output_dir)
     with known_warnings_silenced(), Stopwatch() as clock:
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    if checkpoint and Path(checkpoint).resolve().is_relative_to(out_dir.resolve()):
+    if checkpoint and Path(checkpoint).resolve().is_relative_to(run := out_dir.resolve()):
         # relative inside the run: two runs of one config write identical metrics.json
-        checkpoint = str(Path(checkpoint).resolve().relative_to(out_dir.resolve()))
+        checkpoint = str(Path(checkpoint).resolve().relative_to(run))
     tested = model.test_results
     results: TestResults = {
         **tested,
